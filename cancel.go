@@ -1,0 +1,146 @@
+package streamcancel
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A Checker belongs to one run of a stream, started by Registry.Start.
+// The streaming loop calls Cancelled for each chunk, or watches Context,
+// and calls Close when the run ends.
+//
+// All methods are safe for concurrent use. None of them waits on Redis
+// except Close, which waits at most 500ms.
+type Checker struct {
+	reg      *Registry
+	streamID string
+	key      string
+	token    string
+	every    uint64
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	// done is set once ctx ends, so Cancelled is a single atomic load.
+	done atomic.Bool
+
+	// calls counts Cancelled calls since the last poll request.
+	calls atomic.Uint64
+
+	// registered is true while the run's marker is known to be in Redis.
+	registered atomic.Bool
+
+	// polling is true while a poll of this run is queued or in flight.
+	polling atomic.Bool
+
+	// lastPoll is the time of the last poll request taken by the
+	// background loop, in Unix nanoseconds.
+	lastPoll atomic.Int64
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newChecker(parent context.Context, reg *Registry, streamID string) *Checker {
+	ctx, cancel := context.WithCancelCause(parent)
+	c := &Checker{
+		reg:      reg,
+		streamID: streamID,
+		key:      runKey(reg.cfg.keyPrefix, streamID),
+		token:    randomHex(16),
+		every:    uint64(reg.cfg.checkEvery),
+		ctx:      ctx,
+		cancel:   cancel,
+	}
+
+	// The parent may end at any time; mirror that into the flag that
+	// Cancelled reads. AfterFunc runs at once if ctx is already done.
+	context.AfterFunc(ctx, func() { c.done.Store(true) })
+	return c
+}
+
+// Cancelled reports whether the run has ended: canceled from any node,
+// ended by the parent context, or closed. It is the per-chunk call: it
+// reads local state only, never waits on Redis and never allocates.
+//
+// While the Pub/Sub push path is down, every CheckEvery-th call also asks
+// the registry to poll this run's cancel record in the background.
+func (c *Checker) Cancelled() bool {
+	if c.done.Load() {
+		return true
+	}
+
+	if c.calls.Add(1) >= c.every {
+		c.calls.Store(0)
+		c.reg.requestPoll(c)
+	}
+	return false
+}
+
+// Context returns the run's context. It is derived from the context given
+// to Start and is done when the run is canceled from any node, when that
+// parent ends, or when the Checker is closed. After a cancel,
+// context.Cause of it matches ErrCanceled.
+func (c *Checker) Context() context.Context {
+	return c.ctx
+}
+
+// Err returns nil while the run is active. After a cancel from any node it
+// returns an error matching both ErrCanceled and context.Canceled. When the
+// parent context ended first it returns the parent's error, such as
+// context.DeadlineExceeded. After Close it returns context.Canceled.
+func (c *Checker) Err() error {
+	err := c.ctx.Err()
+	if err == nil {
+		return nil
+	}
+
+	if cause := context.Cause(c.ctx); errors.Is(cause, ErrCanceled) {
+		return cause
+	}
+	return err
+}
+
+// StreamID returns the ID of the stream this run belongs to.
+func (c *Checker) StreamID() string {
+	return c.streamID
+}
+
+// Close ends the run and removes its marker from Redis, comparing the
+// run's token so that a newer run of the same stream is never touched.
+// It is idempotent and safe to defer.
+//
+// Close waits at most 500ms for Redis. It returns an error only when the
+// marker could not be removed; the run has ended locally either way, and
+// the marker then expires after the registry's TTL. Later calls return the
+// same error.
+func (c *Checker) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.done.Store(true)
+		c.cancel(nil)
+		c.closeErr = c.reg.release(c)
+	})
+	return c.closeErr
+}
+
+// cancelRemote ends the run because of a Cancel from any node.
+func (c *Checker) cancelRemote() {
+	c.done.Store(true)
+	c.cancel(canceledError{})
+}
+
+// takePoll reports whether a poll of this run may go to Redis now: at
+// most one per gap, so a run whose push path is down does not send a
+// poll every few chunks.
+func (c *Checker) takePoll(now time.Time, gap time.Duration) bool {
+	last := c.lastPoll.Load()
+	if now.UnixNano()-last < int64(gap) {
+		return false
+	}
+	return c.lastPoll.CompareAndSwap(last, now.UnixNano())
+}

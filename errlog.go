@@ -1,0 +1,144 @@
+package streamcancel
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errorKind names the operation whose error the registry handled.
+type errorKind int
+
+const (
+	kindStart     errorKind = iota // registering a new run
+	kindRelease                    // removing a run's marker
+	kindSync                       // polling records and extending leases
+	kindSubscribe                  // the Pub/Sub subscriber
+	kindConflict                   // a run lost its marker to another run
+	kindCount
+)
+
+func (k errorKind) String() string {
+	switch k {
+	case kindStart:
+		return "start"
+	case kindRelease:
+		return "release"
+	case kindSync:
+		return "sync"
+	case kindSubscribe:
+		return "subscribe"
+	case kindConflict:
+		return "conflict"
+	}
+	return "unknown"
+}
+
+// Stats is a snapshot of a registry's counters, for metrics and tests.
+// Error counts include errors that were not logged because of the
+// once-per-10-seconds limit.
+type Stats struct {
+	// ActiveRuns is the number of runs on this registry not yet closed.
+	ActiveRuns int
+
+	// UnregisteredRuns is the number of active runs whose marker is not
+	// known to be in Redis, because Redis failed or another run holds
+	// the stream. Cancels from other nodes cannot find them.
+	UnregisteredRuns int
+
+	// Subscribed is true while the Pub/Sub subscriber is subscribed and
+	// its connection answered recently.
+	Subscribed bool
+
+	// Subscriptions counts successful SUBSCRIBE calls, the first included.
+	Subscriptions uint64
+
+	// PushesReceived counts cancel messages received over Pub/Sub,
+	// including those for runs of other registries with the same node ID.
+	PushesReceived uint64
+
+	// Errors handled by the registry, by operation. CancelErrors counts
+	// errors that Cancel returned to its caller.
+	StartErrors     uint64
+	CancelErrors    uint64
+	ReleaseErrors   uint64
+	SyncErrors      uint64
+	SubscribeErrors uint64
+
+	// Conflicts counts passes that found a run's stream held by another
+	// run after the run's marker was lost.
+	Conflicts uint64
+}
+
+// counters are the registry's atomic counters behind Stats.
+type counters struct {
+	subscriptions  atomic.Uint64
+	pushesReceived atomic.Uint64
+	cancelErrors   atomic.Uint64
+	errors         [kindCount]atomic.Uint64
+}
+
+// Stats returns a snapshot of the registry's counters. It is safe for
+// concurrent use and does not contact Redis.
+func (r *Registry) Stats() Stats {
+	s := Stats{
+		Subscribed:      r.pushReady.Load(),
+		Subscriptions:   r.stats.subscriptions.Load(),
+		PushesReceived:  r.stats.pushesReceived.Load(),
+		StartErrors:     r.stats.errors[kindStart].Load(),
+		CancelErrors:    r.stats.cancelErrors.Load(),
+		ReleaseErrors:   r.stats.errors[kindRelease].Load(),
+		SyncErrors:      r.stats.errors[kindSync].Load(),
+		SubscribeErrors: r.stats.errors[kindSubscribe].Load(),
+		Conflicts:       r.stats.errors[kindConflict].Load(),
+	}
+
+	for _, c := range r.snapshot() {
+		s.ActiveRuns++
+		if !c.registered.Load() {
+			s.UnregisteredRuns++
+		}
+	}
+	return s
+}
+
+// reportError counts err and logs it unless an error of the same kind was
+// logged less than the log interval ago.
+func (r *Registry) reportError(kind errorKind, streamID string, err error) {
+	r.stats.errors[kind].Add(1)
+	r.errLog.log(kind, streamID, r.cfg.nodeID, err)
+}
+
+// errorLog logs at most one record per error kind per interval and
+// reports how many were suppressed in between.
+type errorLog struct {
+	logger   *slog.Logger
+	interval time.Duration
+
+	mu         sync.Mutex
+	last       [kindCount]time.Time
+	suppressed [kindCount]uint64
+}
+
+func (l *errorLog) log(kind errorKind, streamID, nodeID string, err error) {
+	l.mu.Lock()
+	now := time.Now()
+	if !l.last[kind].IsZero() && now.Sub(l.last[kind]) < l.interval {
+		l.suppressed[kind]++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := l.suppressed[kind]
+	l.last[kind] = now
+	l.suppressed[kind] = 0
+	l.mu.Unlock()
+
+	l.logger.Error("streamcancel: "+kind.String()+" failed",
+		slog.String("op", kind.String()),
+		slog.String("stream_id", streamID),
+		slog.String("node_id", nodeID),
+		slog.Any("error", err),
+		slog.Uint64("suppressed", suppressed),
+	)
+}

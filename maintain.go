@@ -1,0 +1,217 @@
+package streamcancel
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// pollGapDivisor limits polls requested through Cancelled to one per run
+// per PollInterval/pollGapDivisor.
+const pollGapDivisor = 4
+
+// maintain is the registry's background loop. Every PollInterval it reads
+// the cancel records of all local runs, every TTL/3 it extends their
+// leases, after each re-subscribe it reads the records at once, and it
+// serves the per-run polls that Cancelled requests. Each pass is one
+// pipelined round trip; a run whose marker is missing is registered again
+// in a second one.
+func (r *Registry) maintain() {
+	defer r.wg.Done()
+
+	poll := time.NewTicker(r.cfg.pollInterval)
+	defer poll.Stop()
+	refresh := time.NewTicker(r.cfg.refreshInterval())
+	defer refresh.Stop()
+
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-poll.C:
+			r.syncRuns(r.snapshot(), modeRead)
+		case <-refresh.C:
+			r.syncRuns(r.snapshot(), modeExtend)
+		case <-r.resync:
+			r.syncRuns(r.snapshot(), modeRead)
+		case c := <-r.pollQueue:
+			r.syncRuns(r.takePolls(c), modeRead)
+		}
+	}
+}
+
+// requestPoll queues a poll of c's record when the push path is down and
+// no poll of c is queued or in flight. It never blocks or allocates.
+func (r *Registry) requestPoll(c *Checker) {
+	if r.pushReady.Load() || !c.polling.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case r.pollQueue <- c:
+	default:
+		c.polling.Store(false)
+	}
+}
+
+// takePolls drains the poll queue, starting with first, and returns the
+// runs whose last poll is old enough.
+func (r *Registry) takePolls(first *Checker) []*Checker {
+	now := time.Now()
+	gap := r.cfg.pollInterval / pollGapDivisor
+	var runs []*Checker
+
+	take := func(c *Checker) {
+		if !c.closed.Load() && c.takePoll(now, gap) {
+			runs = append(runs, c)
+		}
+		c.polling.Store(false)
+	}
+
+	take(first)
+	for {
+		select {
+		case c := <-r.pollQueue:
+			take(c)
+		default:
+			return runs
+		}
+	}
+}
+
+// syncRuns runs sync.lua for runs in one pipeline and applies the replies:
+// it cancels runs whose cancel is recorded, and registers again runs whose
+// marker is missing. Runs not known to be registered use modeRegister
+// whatever mode says.
+func (r *Registry) syncRuns(runs []*Checker, mode string) {
+	if len(runs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.pollInterval, time.Second))
+	defer cancel()
+
+	cmds := make([]*redis.Cmd, len(runs))
+	err := r.pipelineScripts(ctx, syncScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
+		m := mode
+		if !runs[i].registered.Load() {
+			m = modeRegister
+		}
+		cmds[i] = r.syncCmd(ctx, pipe, runs[i], m)
+		return cmds[i]
+	})
+
+	errStream := runs[0].streamID
+	var lost, stale []*Checker
+	for i, c := range runs {
+		reply, cerr := parseSyncReply(cmds[i].Val())
+		if cmds[i].Err() != nil {
+			cerr = cmds[i].Err()
+		}
+		if cerr != nil {
+			if err == nil {
+				err, errStream = cerr, c.streamID
+			}
+			continue
+		}
+		switch r.applySync(c, reply) {
+		case syncLost:
+			lost = append(lost, c)
+		case syncStale:
+			stale = append(stale, c)
+		}
+	}
+
+	// One failed pass is one error, however many runs it covered.
+	if err != nil && r.ctx.Err() == nil {
+		r.reportError(kindSync, errStream, err)
+	}
+	if len(lost) > 0 && mode != modeRegister {
+		r.syncRuns(lost, modeRegister)
+	}
+	if len(stale) > 0 {
+		r.releaseAll(ctx, stale)
+	}
+}
+
+// Outcomes of applySync that need another round trip.
+const (
+	syncDone  = iota
+	syncLost  // the marker is missing and must be registered again
+	syncStale // the marker was created for a run that closed meanwhile
+)
+
+// applySync updates c from a sync.lua reply.
+func (r *Registry) applySync(c *Checker, reply syncReply) int {
+	switch reply.state {
+	case stateMissing:
+		c.registered.Store(false)
+		return syncLost
+	case stateOther:
+		c.registered.Store(false)
+		r.reportError(kindConflict, c.streamID, fmt.Errorf("the run's marker expired and a run on node %q now holds the stream; this run keeps going but cannot be canceled until that run ends", reply.node))
+		return syncDone
+	case stateRegistered:
+		c.registered.Store(true)
+		if c.closed.Load() {
+			return syncStale
+		}
+	case stateHeld:
+		c.registered.Store(true)
+	}
+
+	if reply.canceled {
+		c.cancelRemote()
+	}
+	return syncDone
+}
+
+// runSync runs sync.lua for one run, outside a pipeline.
+func (r *Registry) runSync(ctx context.Context, c *Checker, mode string) (syncReply, error) {
+	v, err := syncScript.Run(ctx, r.rdb, []string{c.key}, c.syncArgs(mode)...).Result()
+	if err != nil {
+		return syncReply{}, err
+	}
+	return parseSyncReply(v)
+}
+
+func (r *Registry) syncCmd(ctx context.Context, pipe redis.Pipeliner, c *Checker, mode string) *redis.Cmd {
+	return syncScript.EvalSha(ctx, pipe, []string{c.key}, c.syncArgs(mode)...)
+}
+
+func (c *Checker) syncArgs(mode string) []interface{} {
+	return []interface{}{c.token, c.reg.cfg.nodeID, c.reg.cfg.ttl.Milliseconds(), mode}
+}
+
+// pipelineScripts sends n EVALSHA commands of script, built by add, in one
+// pipeline. When Redis lacks the script, as after a restart, it loads the
+// script and sends the pipeline once more. Replies and errors stay in the
+// commands; pipelineScripts itself fails only when loading the script
+// fails.
+func (r *Registry) pipelineScripts(ctx context.Context, script *redis.Script, n int, add func(redis.Pipeliner, int) redis.Cmder) error {
+	send := func() (noScript bool) {
+		pipe := r.rdb.Pipeline()
+		cmds := make([]redis.Cmder, n)
+		for i := 0; i < n; i++ {
+			cmds[i] = add(pipe, i)
+		}
+		_, _ = pipe.Exec(ctx)
+
+		for _, cmd := range cmds {
+			if isNoScript(cmd.Err()) {
+				return true
+			}
+		}
+		return false
+	}
+
+	if !send() {
+		return nil
+	}
+
+	if err := script.Load(ctx, r.rdb).Err(); err != nil {
+		return fmt.Errorf("loading script: %w", err)
+	}
+	send()
+	return nil
+}

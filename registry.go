@@ -1,0 +1,402 @@
+package streamcancel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// pollQueueSize is the capacity of the queue of per-run poll requests. A
+// request that finds it full is dropped; the periodic poll still covers
+// the run.
+const pollQueueSize = 1024
+
+// A Registry tracks the runs of streams on this node and cancels runs on
+// any node that shares its Redis and key prefix.
+//
+// Start begins a run and returns its Checker; Cancel stops the active run
+// of a stream wherever it runs; Close stops the registry. A Registry is
+// safe for concurrent use. Create one per process and share it.
+//
+// In the background a registry runs two goroutines: a subscriber that
+// receives cancels pushed over Pub/Sub and checks that its connection is
+// alive, and a loop that re-reads the cancel records of all local runs
+// every PollInterval and extends their leases every TTL/3, each in one
+// pipelined round trip.
+type Registry struct {
+	rdb redis.UniversalClient
+	cfg config
+
+	// channel is this node's cancel channel.
+	channel string
+
+	// ctx ends when Close is called; it stops the background goroutines.
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	mu       sync.RWMutex
+	closed   bool
+	byToken  map[string]*Checker
+	byStream map[string]*Checker
+
+	pollQueue chan *Checker
+	resync    chan struct{}
+
+	// pushReady is true while the subscriber is known to be subscribed
+	// and its connection answered recently.
+	pushReady atomic.Bool
+
+	psMu sync.Mutex
+	ps   *redis.PubSub
+
+	stats  counters
+	errLog errorLog
+}
+
+// CancelResult describes what Cancel did.
+type CancelResult struct {
+	// Found is true when a run of the stream was active and its cancel
+	// is now recorded in Redis. The run stops within one PollInterval
+	// even if the push is lost.
+	Found bool
+
+	// NodeID is the node that runs the canceled run, when Found is true.
+	NodeID string
+
+	// Pushed is true when the Pub/Sub push reached at least one
+	// subscriber of that node on the Redis server that answered. It is
+	// best-effort: false does not mean the cancel is lost, because the
+	// stored record still stops the run.
+	Pushed bool
+}
+
+// NewRegistry returns a Registry that uses rdb, which may be a
+// *redis.Client, a failover (Sentinel) client or a *redis.ClusterClient.
+// It fails only on invalid options, with an error matching
+// ErrInvalidOption; it does not contact Redis, so it succeeds while Redis
+// is unreachable and connects when it can.
+//
+// The caller keeps ownership of rdb and closes it after Registry.Close.
+func NewRegistry(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: the Redis client is nil", ErrInvalidOption)
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	r := &Registry{
+		rdb:       rdb,
+		cfg:       cfg,
+		channel:   nodeChannelPrefix(cfg.keyPrefix) + cfg.nodeID,
+		ctx:       ctx,
+		stop:      stop,
+		byToken:   make(map[string]*Checker),
+		byStream:  make(map[string]*Checker),
+		pollQueue: make(chan *Checker, pollQueueSize),
+		resync:    make(chan struct{}, 1),
+		errLog:    errorLog{logger: cfg.logger, interval: errorLogInterval},
+	}
+
+	r.wg.Add(2)
+	go r.subscribe()
+	go r.maintain()
+	return r, nil
+}
+
+// NodeID returns the node ID this registry stores with its runs.
+func (r *Registry) NodeID() string {
+	return r.cfg.nodeID
+}
+
+// Start begins a run of streamID on this node and returns its Checker.
+// The caller must call Checker.Close when the run ends.
+//
+// Start registers the run in Redis, waiting at most 500ms. It returns an
+// error matching ErrAlreadyActive when a run of streamID is active on any
+// node, ErrInvalidStreamID for an invalid ID, ErrClosed after Close, and
+// ctx's error when ctx is already done. When Redis fails or is too slow,
+// Start fails open: it logs the error and returns a working Checker, and
+// the registry registers the run in the background once Redis answers.
+// Until then a Cancel from another node cannot find the run.
+//
+// Start is safe for concurrent use.
+func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error) {
+	if err := validateStreamID(streamID); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("streamcancel: start %q: %w", streamID, err)
+	}
+
+	c := newChecker(ctx, r, streamID)
+	if err := r.add(c); err != nil {
+		c.cancel(nil)
+		return nil, err
+	}
+
+	var reply syncReply
+	err := r.bounded(ctx, startTimeout, func(ctx context.Context) error {
+		var err error
+		reply, err = r.runSync(ctx, c, modeRegister)
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrClosed):
+		r.remove(c)
+		c.cancel(nil)
+		return nil, err
+	case err != nil:
+		r.reportError(kindStart, streamID, err)
+		return c, nil
+	case reply.state == stateOther:
+		r.remove(c)
+		c.cancel(nil)
+		return nil, fmt.Errorf("%w: stream %q runs on node %q; cancel it first or wait for it to end", ErrAlreadyActive, streamID, reply.node)
+	}
+
+	c.registered.Store(true)
+	return c, nil
+}
+
+// Cancel stops the active run of streamID on whatever node it runs. It
+// records the cancel in Redis and pushes it to the run's node in one
+// atomic script, and returns once Redis has answered. It does not wait
+// for the run to stop.
+//
+// When no run is active, Cancel returns Found false and leaves nothing
+// behind, so a later run of the same ID is not affected. A cancel affects
+// only the run that was active when Cancel was called.
+//
+// Cancel returns an error, never Found true, when Redis fails or ctx ends
+// first; the cancel may or may not have been recorded then. When ctx has
+// no deadline, Cancel gives up after 5s. It returns ErrInvalidStreamID
+// for an invalid ID and ErrClosed after Close. It is safe for concurrent
+// use.
+func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, error) {
+	if err := validateStreamID(streamID); err != nil {
+		return CancelResult{}, err
+	}
+
+	timeout := cancelTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = time.Until(deadline)
+	}
+
+	var reply cancelReply
+	err := r.bounded(ctx, timeout, func(ctx context.Context) error {
+		keys := []string{runKey(r.cfg.keyPrefix, streamID)}
+		v, err := cancelScript.Run(ctx, r.rdb, keys, nodeChannelPrefix(r.cfg.keyPrefix)).Result()
+		if err != nil {
+			return err
+		}
+		reply, err = parseCancelReply(v)
+		return err
+	})
+	if errors.Is(err, ErrClosed) {
+		return CancelResult{}, err
+	}
+	if err != nil {
+		r.stats.cancelErrors.Add(1)
+		return CancelResult{}, fmt.Errorf("streamcancel: cancel %q: %w", streamID, err)
+	}
+
+	// A run on this registry stops at once, without the Pub/Sub round trip.
+	if reply.found {
+		r.deliver(reply.token)
+	}
+	return CancelResult{Found: reply.found, NodeID: reply.node, Pushed: reply.receivers > 0}, nil
+}
+
+// Close stops the registry's background goroutines and removes the markers
+// of its runs from Redis, so that Cancel from other nodes reports them as
+// not found. Checkers of a closed registry keep working locally: their
+// loops are not canceled, and Checker.Close stays safe to call.
+//
+// Close returns within about one second even while Redis is down or slow.
+// It returns an error when a Redis call was still in flight at that point;
+// that goroutine ends when the call returns, bounded by the client's
+// ReadTimeout. Later calls of Start and Cancel return ErrClosed. Close is
+// idempotent.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	runs := r.snapshotLocked()
+	r.mu.Unlock()
+
+	r.stop()
+	r.closePubSub()
+
+	released := make(chan struct{})
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(released)
+		ctx, cancel := context.WithTimeout(context.Background(), closeReleaseTimeout)
+		defer cancel()
+		r.releaseAll(ctx, runs)
+	}()
+	select {
+	case <-released:
+	case <-time.After(closeReleaseTimeout):
+	}
+
+	if !waitTimeout(&r.wg, closeWaitTimeout) {
+		return errors.New("streamcancel: close: a Redis call is still in flight; its goroutine ends when the call returns")
+	}
+	return nil
+}
+
+// add stores c as a local run. It fails when the registry is closed or a
+// local run of the same stream is active.
+func (r *Registry) add(c *Checker) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	if r.closed {
+		return ErrClosed
+	}
+	if _, ok := r.byStream[c.streamID]; ok {
+		return fmt.Errorf("%w: stream %q runs on this node (%q); cancel it first or wait for it to end", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
+	}
+	r.byStream[c.streamID] = c
+	r.byToken[c.token] = c
+	return nil
+}
+
+// remove forgets c as a local run.
+func (r *Registry) remove(c *Checker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	if r.byStream[c.streamID] == c {
+		delete(r.byStream, c.streamID)
+	}
+	delete(r.byToken, c.token)
+}
+
+// snapshot returns the local runs.
+func (r *Registry) snapshot() []*Checker {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.snapshotLocked()
+}
+
+func (r *Registry) snapshotLocked() []*Checker {
+	runs := make([]*Checker, 0, len(r.byToken))
+	for _, c := range r.byToken {
+		runs = append(runs, c)
+	}
+	return runs
+}
+
+// deliver cancels the local run with the given token, if there is one.
+// Tokens of other nodes' runs are ignored.
+func (r *Registry) deliver(token string) {
+	r.mu.RLock()
+	c := r.byToken[token]
+	r.mu.RUnlock()
+
+	if c != nil {
+		c.cancelRemote()
+	}
+}
+
+// release removes c from the registry and deletes its marker in Redis.
+// After Registry.Close it only removes c locally, because Close has
+// already deleted the markers.
+func (r *Registry) release(c *Checker) error {
+	r.remove(c)
+
+	err := r.bounded(context.Background(), releaseTimeout, func(ctx context.Context) error {
+		return releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err()
+	})
+	if errors.Is(err, ErrClosed) {
+		return nil
+	}
+	if err != nil {
+		r.reportError(kindRelease, c.streamID, err)
+		return fmt.Errorf("streamcancel: close run of %q: removing its marker failed, it expires after the TTL: %w", c.streamID, err)
+	}
+	return nil
+}
+
+// releaseAll deletes the markers of runs in one pipeline.
+func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) {
+	if len(runs) == 0 {
+		return
+	}
+	cmds := make([]redis.Cmder, len(runs))
+	err := r.pipelineScripts(ctx, releaseScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
+		cmds[i] = releaseScript.EvalSha(ctx, pipe, []string{runs[i].key}, runs[i].token)
+		return cmds[i]
+	})
+	for i := 0; err == nil && i < len(cmds); i++ {
+		err = cmds[i].Err()
+	}
+	if err != nil {
+		r.reportError(kindRelease, runs[0].streamID, err)
+	}
+}
+
+// bounded runs fn on a goroutine of the registry and waits for it at most
+// timeout, or until ctx ends. go-redis does not stop a read that is in
+// flight when its context ends unless the client sets
+// ContextTimeoutEnabled, so waiting on a separate goroutine is what keeps
+// the caller's wait bounded. fn's context ends when bounded returns.
+// bounded returns ErrClosed without running fn after Close.
+func (r *Registry) bounded(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	r.mu.RLock()
+	if r.closed {
+		r.mu.RUnlock()
+		return ErrClosed
+	}
+	r.wg.Add(1)
+	r.mu.RUnlock()
+
+	done := make(chan error, 1)
+	go func() {
+		defer r.wg.Done()
+		done <- fn(ctx)
+	}()
+
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitTimeout waits for wg at most d and reports whether it finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}

@@ -1,0 +1,308 @@
+package streamcancel_test
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/streamcancel/streamcancel"
+)
+
+// startBound is how long Start may take while Redis is down or slow: its
+// 500ms bound on the Redis call plus scheduling slack.
+const startBound = 700 * time.Millisecond
+
+// streamer runs loops on Checkers until told to stop and records whether
+// any loop saw a cancel.
+type streamer struct {
+	wg       sync.WaitGroup
+	stop     atomic.Bool
+	chunks   atomic.Int64
+	canceled atomic.Int64
+}
+
+func (s *streamer) run(chk *streamcancel.Checker) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for !s.stop.Load() {
+			if chk.Cancelled() {
+				s.canceled.Add(1)
+				return
+			}
+			s.chunks.Add(1)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+}
+
+func (s *streamer) finish() {
+	s.stop.Store(true)
+	s.wg.Wait()
+}
+
+// Field scenario: with 50 runs streaming, Redis goes down. The runs keep
+// going, Start returns a working Checker within its bound, Cancel returns
+// an error and never Found, errors are logged once per kind and counted,
+// and after recovery the runs are registered again and cancels work.
+func TestRedisDownFailsOpen(t *testing.T) {
+	const outage = 3 * time.Second
+	e := ownServer(t)
+	logs := &logRecorder{}
+	a := e.registry(t, "node-a",
+		streamcancel.WithPollInterval(50*time.Millisecond),
+		streamcancel.WithTTL(time.Second),
+		streamcancel.WithLogger(slog.New(logs)),
+	)
+	b := e.registry(t, "node-b")
+
+	s := &streamer{}
+	defer s.finish()
+	for i := 0; i < 50; i++ {
+		chk, err := a.Start(ctx, "chat-"+itoa(i))
+		require.NoError(t, err)
+		defer chk.Close()
+		s.run(chk)
+	}
+
+	e.server.Stop()
+	downSince := time.Now()
+
+	start := time.Now()
+	late, err := a.Start(ctx, "late")
+	require.NoError(t, err, "Start while Redis is down")
+	defer late.Close()
+	assert.Less(t, time.Since(start), startBound, "Start while Redis is down")
+	assert.False(t, late.Cancelled())
+
+	res, err := b.Cancel(ctx, "chat-0")
+	require.Error(t, err, "Cancel while Redis is down")
+	assert.False(t, res.Found)
+
+	chunksBefore := s.chunks.Load()
+	time.Sleep(outage - time.Since(downSince))
+	assert.Zero(t, s.canceled.Load(), "runs stopped during the outage")
+	assert.Greater(t, s.chunks.Load()-chunksBefore, int64(50*100), "chunks sent during the outage")
+
+	stats := a.Stats()
+	assert.Greater(t, stats.SyncErrors, uint64(10))
+	records := logs.find("sync failed")
+	require.Len(t, records, 1, "sync error log records in %v", outage)
+	assert.NotEmpty(t, records[0]["stream_id"])
+	assert.NotEmpty(t, records[0]["error"])
+	assert.Equal(t, "node-a", records[0]["node_id"])
+
+	e.server.Restart()
+	c := e.client(t)
+	require.Eventually(t, func() bool {
+		n, err := c.Exists(ctx, e.runKey("chat-0"), e.runKey("chat-49"), e.runKey("late")).Result()
+		return err == nil && n == 3
+	}, 3*time.Second, 10*time.Millisecond, "markers registered again after recovery")
+	assert.Zero(t, a.Stats().UnregisteredRuns)
+
+	require.Eventually(t, func() bool {
+		res, err := b.Cancel(ctx, "chat-7")
+		return err == nil && res.Found
+	}, 3*time.Second, 50*time.Millisecond, "cancel after recovery")
+	require.Eventually(t, func() bool { return s.canceled.Load() == 1 }, time.Second, 5*time.Millisecond)
+	res, err = b.Cancel(ctx, "late")
+	require.NoError(t, err)
+	assert.True(t, res.Found, "cancel of the run started during the outage")
+	waitDone(t, late, time.Second)
+}
+
+// Field scenario: Redis restarts empty while A streams. The stream never
+// stops; A's run is registered again, so B's cancel finds it and stops it
+// within PollInterval + 200ms.
+func TestRedisRestartRegistersAgain(t *testing.T) {
+	const poll = 100 * time.Millisecond
+	const ttl = 3 * time.Second // refresh every second
+	e := ownServer(t)
+	a := e.registry(t, "node-a", streamcancel.WithPollInterval(poll), streamcancel.WithTTL(ttl))
+	b := e.registry(t, "node-b")
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+	s := &streamer{}
+	s.run(chk)
+	defer s.finish()
+
+	e.server.Stop()
+	time.Sleep(2 * time.Second)
+	e.server.Restart()
+	returned := time.Now()
+
+	c := e.client(t)
+	require.Eventually(t, func() bool {
+		n, err := c.Exists(ctx, e.runKey("chat-1")).Result()
+		return err == nil && n == 1
+	}, ttl/3+time.Second, 10*time.Millisecond, "marker registered again")
+	t.Logf("registered again %v after Redis returned", time.Since(returned))
+	assert.Zero(t, s.canceled.Load(), "stream stopped during the outage")
+
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	waitDone(t, chk, poll+200*time.Millisecond)
+}
+
+// Field scenario: the server kills A's Pub/Sub connection. A cancel sent
+// 500ms later stops A within PollInterval + 200ms, and afterwards exactly
+// one subscriber of A's channel is alive.
+func TestSubscriberKilled(t *testing.T) {
+	const poll = 300 * time.Millisecond
+	e := ownServer(t)
+	a := e.registry(t, "node-a", streamcancel.WithPollInterval(poll))
+	b := e.registry(t, "node-b")
+	c := e.client(t)
+	waitSubscribed(t, a)
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+
+	killed, err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Int()
+	require.NoError(t, err)
+	require.Equal(t, 2, killed, "subscribers killed, one per registry")
+	time.Sleep(500 * time.Millisecond)
+
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	waitDone(t, chk, poll+200*time.Millisecond)
+
+	channel := e.prefix + ":node:node-a"
+	require.Eventually(t, func() bool {
+		n, err := c.PubSubNumSub(ctx, channel).Result()
+		return err == nil && n[channel] == 1
+	}, 2*time.Second, 10*time.Millisecond, "subscribers of %s", channel)
+	time.Sleep(3 * poll)
+	n, err := c.PubSubNumSub(ctx, channel).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n[channel], "subscribers of %s", channel)
+	assert.GreaterOrEqual(t, a.Stats().Subscriptions, uint64(2))
+}
+
+// A subscriber connection that silently stops delivering is found by the
+// subscriber's own PING and replaced, so pushes arrive again, and the old
+// subscription does not linger.
+func TestHalfOpenSubscriberReplaced(t *testing.T) {
+	const poll = time.Second
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ReadTimeout: 200 * time.Millisecond})
+	defer rdb.Close()
+	a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(poll))
+	b := e.registry(t, "node-b")
+	c := e.client(t)
+	waitSubscribed(t, a)
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+
+	proxy.Freeze()
+	require.Eventually(t, func() bool { return a.Stats().Subscriptions >= 2 && a.Stats().Subscribed }, 4*poll, 10*time.Millisecond, "subscriber replaced")
+
+	start := time.Now()
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	assert.True(t, res.Pushed)
+	waitDone(t, chk, poll)
+	assert.Less(t, time.Since(start), 200*time.Millisecond, "cancel through the new subscriber")
+	assert.Equal(t, uint64(1), a.Stats().PushesReceived)
+
+	channel := e.prefix + ":node:node-a"
+	require.Eventually(t, func() bool {
+		n, err := c.PubSubNumSub(ctx, channel).Result()
+		return err == nil && n[channel] == 1
+	}, 2*time.Second, 10*time.Millisecond, "subscribers of %s", channel)
+}
+
+// Field scenario: every Redis reply is delayed by 2s. The loop calling
+// Cancelled on every chunk is not slowed down, Start stays within its
+// bound, and at most one poll is in flight at a time.
+func TestSlowRedisDoesNotStallLoop(t *testing.T) {
+	const chunks = 1000
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ReadTimeout: 5 * time.Second})
+	defer rdb.Close()
+	hook := &commandCounter{}
+	rdb.AddHook(hook)
+	a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(10*time.Millisecond), streamcancel.WithCheckEvery(1))
+
+	// measure returns how long Start took and how long the stream took.
+	measure := func(id string) (time.Duration, time.Duration) {
+		start := time.Now()
+		chk, err := a.Start(ctx, id)
+		require.NoError(t, err)
+		defer chk.Close()
+		started := time.Now()
+		sent := stream(chk, time.Millisecond, chunks)
+		require.Equal(t, chunks, sent)
+		return started.Sub(start), time.Since(started)
+	}
+	_, healthy := measure("healthy")
+
+	proxy.SetDelay(2 * time.Second)
+	startTime, slow := measure("slow")
+	t.Logf("1000 chunks: healthy %v, slow Redis %v", healthy, slow)
+
+	// Generous bound: the shared test machine adds noise to both runs.
+	assert.Less(t, slow, healthy*3/2+100*time.Millisecond, "stream time with slow Redis")
+	assert.Less(t, startTime, startBound, "Start with slow Redis")
+	assert.LessOrEqual(t, hook.maxInFlight.Load(), int64(1), "pipelines in flight at once")
+
+	// Let the delayed calls finish before the registry closes.
+	proxy.SetDelay(0)
+}
+
+// With SUBSCRIBE denied by an ACL, the push path is down, so every
+// CheckEvery-th Cancelled call polls the run's record: the run stops well
+// before the next periodic poll. The subscribe error is logged once.
+func TestPollOnChunksWhenPushDown(t *testing.T) {
+	const poll = 4 * time.Second
+	e := ownServer(t)
+	admin := e.client(t)
+	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "nosub", "on", ">secret", "~*", "&*", "+@all", "-subscribe").Err())
+	rdb := redis.NewClient(&redis.Options{Addr: e.addr, Username: "nosub", Password: "secret"})
+	defer rdb.Close()
+	logs := &logRecorder{}
+	a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(poll), streamcancel.WithCheckEvery(5), streamcancel.WithLogger(slog.New(logs)))
+	b := e.registry(t, "node-b")
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+	ended := make(chan time.Time, 1)
+	go func() {
+		stream(chk, time.Millisecond, 10000)
+		ended <- time.Now()
+	}()
+
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	assert.False(t, res.Pushed, "push with no subscriber")
+
+	select {
+	case end := <-ended:
+		assert.Less(t, end.Sub(start), poll/4+300*time.Millisecond, "stop through per-chunk polls")
+	case <-time.After(2 * poll):
+		t.Fatal("run still active two poll intervals after the cancel")
+	}
+	assert.False(t, a.Stats().Subscribed)
+	assert.Positive(t, a.Stats().SubscribeErrors)
+	assert.Len(t, logs.find("subscribe failed"), 1)
+}

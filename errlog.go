@@ -19,6 +19,14 @@ const (
 	kindCount
 )
 
+// message is the log message of an error of kind k.
+func (k errorKind) message() string {
+	if k == kindConflict {
+		return "streamcancel: run lost its marker to another run of the stream"
+	}
+	return "streamcancel: " + k.String() + " failed"
+}
+
 func (k errorKind) String() string {
 	switch k {
 	case kindStart:
@@ -134,7 +142,7 @@ func (l *errorLog) log(kind errorKind, streamID, nodeID string, err error) {
 	l.suppressed[kind] = 0
 	l.mu.Unlock()
 
-	l.logger.Error("streamcancel: "+kind.String()+" failed",
+	l.logger.Error(kind.message(),
 		slog.String("op", kind.String()),
 		slog.String("stream_id", streamID),
 		slog.String("node_id", nodeID),

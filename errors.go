@@ -23,8 +23,8 @@ var (
 	// node. The cause also matches context.Canceled.
 	ErrCanceled = errors.New("streamcancel: stream canceled")
 
-	// ErrInvalidOption is returned by NewRegistry for an option value out
-	// of range.
+	// ErrInvalidOption is returned by NewRegistry for a nil client, a nil
+	// Option or an option value out of range.
 	ErrInvalidOption = errors.New("streamcancel: invalid option")
 )
 

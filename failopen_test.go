@@ -1,6 +1,7 @@
 package streamcancel_test
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -305,4 +306,32 @@ func TestPollOnChunksWhenPushDown(t *testing.T) {
 	assert.False(t, a.Stats().Subscribed)
 	assert.Positive(t, a.Stats().SubscribeErrors)
 	assert.Len(t, logs.find("subscribe failed"), 1)
+}
+
+// When the caller's context ends while Start waits on a slow Redis, Start
+// returns the context's error, counts no Redis error, and the marker that
+// lands late is removed.
+func TestStartContextEndsWhileRedisSlow(t *testing.T) {
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
+	waitSubscribed(t, a)
+	c := e.client(t)
+
+	proxy.SetDelay(300 * time.Millisecond)
+	startCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	chk, err := a.Start(startCtx, "chat-1")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Nil(t, chk)
+
+	time.Sleep(time.Second)
+	proxy.SetDelay(0)
+	assert.Empty(t, e.keys(t, c), "keys after the late registration")
+	assert.Zero(t, a.Stats().StartErrors)
+	assert.Zero(t, a.Stats().ActiveRuns)
+
+	chk, err = a.Start(ctx, "chat-1")
+	require.NoError(t, err, "Start of the same ID afterwards")
+	require.NoError(t, chk.Close())
 }

@@ -116,6 +116,9 @@ func TestCancelledRequestsPollWhenPushDown(t *testing.T) {
 	require.NoError(t, err)
 	defer r.Close()
 	require.Eventually(t, r.pushReady.Load, 5*time.Second, time.Millisecond)
+	// Let the pass that follows the subscription finish, so that only a
+	// poll requested by Cancelled can read the record written below.
+	time.Sleep(200 * time.Millisecond)
 
 	chk, err := r.Start(context.Background(), "chat-1")
 	require.NoError(t, err)

@@ -35,9 +35,25 @@ func (r *Registry) maintain() {
 		case <-refresh.C:
 			r.syncRuns(r.snapshot(), modeExtend)
 		case <-r.resync:
+			r.loadScripts()
 			r.syncRuns(r.snapshot(), modeRead)
 		case c := <-r.pollQueue:
 			r.syncRuns(r.takePolls(c), modeRead)
+		}
+	}
+}
+
+// loadScripts loads the library's scripts into Redis, so that the first
+// Start, Cancel and Close after a connect or a Redis restart need no
+// second round trip for a missing script. A failure is left to the
+// fallback in each call.
+func (r *Registry) loadScripts() {
+	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.pollInterval, time.Second))
+	defer cancel()
+
+	for _, script := range []*redis.Script{syncScript, cancelScript, releaseScript} {
+		if err := script.Load(ctx, r.rdb).Err(); err != nil {
+			return
 		}
 	}
 }

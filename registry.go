@@ -78,8 +78,8 @@ type CancelResult struct {
 
 // NewRegistry returns a Registry that uses rdb, which may be a
 // *redis.Client, a failover (Sentinel) client or a *redis.ClusterClient.
-// It fails only on invalid options, with an error matching
-// ErrInvalidOption; it does not contact Redis, so it succeeds while Redis
+// It fails only on a nil client, a nil Option or an option value out of
+// range, with an error matching ErrInvalidOption; it does not contact Redis, so it succeeds while Redis
 // is unreachable and connects when it can.
 //
 // The caller keeps ownership of rdb and closes it after Registry.Close.
@@ -123,7 +123,7 @@ func (r *Registry) NodeID() string {
 // Start registers the run in Redis, waiting at most 500ms. It returns an
 // error matching ErrAlreadyActive when a run of streamID is active on any
 // node, ErrInvalidStreamID for an invalid ID, ErrClosed after Close, and
-// ctx's error when ctx is already done. When Redis fails or is too slow,
+// ctx's error when ctx ends before Start returns; then no marker is left. When Redis fails or is too slow,
 // Start fails open: it logs the error and returns a working Checker, and
 // the registry registers the run in the background once Redis answers.
 // Until then a Cancel from another node cannot find the run.
@@ -139,27 +139,33 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 
 	c := newChecker(ctx, r, streamID)
 	if err := r.add(c); err != nil {
-		c.cancel(nil)
+		r.abort(c)
 		return nil, err
 	}
 
-	var reply syncReply
-	err := r.bounded(ctx, startTimeout, func(ctx context.Context) error {
-		var err error
-		reply, err = r.runSync(ctx, c, modeRegister)
-		return err
+	reply, err := bounded(r, ctx, startTimeout, func(callCtx context.Context) (syncReply, error) {
+		reply, err := r.runSync(callCtx, c, modeRegister)
+		if err == nil && reply.state == stateRegistered && ctx.Err() != nil {
+			// The caller gave up while the marker was being written.
+			r.releaseLater(c)
+		}
+		return reply, err
 	})
 	switch {
 	case errors.Is(err, ErrClosed):
-		r.remove(c)
-		c.cancel(nil)
+		r.abort(c)
 		return nil, err
+	case ctx.Err() != nil:
+		r.abort(c)
+		if err == nil && reply.state == stateRegistered {
+			r.releaseLater(c)
+		}
+		return nil, fmt.Errorf("streamcancel: start %q: %w", streamID, ctx.Err())
 	case err != nil:
 		r.reportError(kindStart, streamID, err)
 		return c, nil
 	case reply.state == stateOther:
-		r.remove(c)
-		c.cancel(nil)
+		r.abort(c)
 		return nil, fmt.Errorf("%w: stream %q runs on node %q; cancel it first or wait for it to end", ErrAlreadyActive, streamID, reply.node)
 	}
 
@@ -191,15 +197,13 @@ func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, e
 		timeout = time.Until(deadline)
 	}
 
-	var reply cancelReply
-	err := r.bounded(ctx, timeout, func(ctx context.Context) error {
+	reply, err := bounded(r, ctx, timeout, func(ctx context.Context) (cancelReply, error) {
 		keys := []string{runKey(r.cfg.keyPrefix, streamID)}
 		v, err := cancelScript.Run(ctx, r.rdb, keys, nodeChannelPrefix(r.cfg.keyPrefix)).Result()
 		if err != nil {
-			return err
+			return cancelReply{}, err
 		}
-		reply, err = parseCancelReply(v)
-		return err
+		return parseCancelReply(v)
 	})
 	if errors.Is(err, ErrClosed) {
 		return CancelResult{}, err
@@ -276,6 +280,14 @@ func (r *Registry) add(c *Checker) error {
 	return nil
 }
 
+// abort ends a run that Start does not return. Marking it closed makes a
+// background pass that registers it meanwhile delete the marker again.
+func (r *Registry) abort(c *Checker) {
+	c.closed.Store(true)
+	r.remove(c)
+	c.cancel(nil)
+}
+
 // remove forgets c as a local run.
 func (r *Registry) remove(c *Checker) {
 	r.mu.Lock()
@@ -320,8 +332,8 @@ func (r *Registry) deliver(token string) {
 func (r *Registry) release(c *Checker) error {
 	r.remove(c)
 
-	err := r.bounded(context.Background(), releaseTimeout, func(ctx context.Context) error {
-		return releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err()
+	_, err := bounded(r, context.Background(), releaseTimeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err()
 	})
 	if errors.Is(err, ErrClosed) {
 		return nil
@@ -331,6 +343,27 @@ func (r *Registry) release(c *Checker) error {
 		return fmt.Errorf("streamcancel: close run of %q: removing its marker failed, it expires after the TTL: %w", c.streamID, err)
 	}
 	return nil
+}
+
+// releaseLater deletes c's marker on a goroutine of the registry, waiting
+// for Redis up to the TTL, after which the marker expires anyway. Start
+// uses it when its caller has already left.
+func (r *Registry) releaseLater(c *Checker) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return
+	}
+
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ttl)
+		defer cancel()
+		if err := releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err(); err != nil {
+			r.reportError(kindRelease, c.streamID, err)
+		}
+	}()
 }
 
 // releaseAll deletes the markers of runs in one pipeline.
@@ -351,35 +384,41 @@ func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) {
 	}
 }
 
-// bounded runs fn on a goroutine of the registry and waits for it at most
-// timeout, or until ctx ends. go-redis does not stop a read that is in
-// flight when its context ends unless the client sets
-// ContextTimeoutEnabled, so waiting on a separate goroutine is what keeps
-// the caller's wait bounded. fn's context ends when bounded returns.
-// bounded returns ErrClosed without running fn after Close.
-func (r *Registry) bounded(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+// bounded runs fn on a goroutine of r and waits for it at most timeout,
+// or until ctx ends. go-redis does not stop a read that is in flight when
+// its context ends unless the client sets ContextTimeoutEnabled, so
+// waiting on a separate goroutine is what keeps the caller's wait bounded.
+// fn's context ends when bounded returns. bounded returns ErrClosed
+// without running fn after Close.
+func bounded[T any](r *Registry, ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	var zero T
 	r.mu.RLock()
 	if r.closed {
 		r.mu.RUnlock()
-		return ErrClosed
+		return zero, ErrClosed
 	}
 	r.wg.Add(1)
 	r.mu.RUnlock()
 
-	done := make(chan error, 1)
+	type result struct {
+		value T
+		err   error
+	}
+	done := make(chan result, 1)
 	go func() {
 		defer r.wg.Done()
-		done <- fn(ctx)
+		v, err := fn(ctx)
+		done <- result{v, err}
 	}()
 
 	select {
-	case err := <-done:
-		return err
+	case res := <-done:
+		return res.value, res.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 

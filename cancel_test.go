@@ -116,9 +116,8 @@ func TestRedisErrorIsNotCancel(t *testing.T) {
 	assert.Positive(t, a.Stats().SyncErrors)
 }
 
-// Field scenario: an SSE handler streams through a Checker; when the HTTP
-// client goes away after 3 chunks, the loop ends within 100ms and the
-// run's marker is gone.
+// An SSE handler streams through a Checker. When the HTTP client goes away
+// after 3 chunks, the loop ends within 100ms and the run's marker is gone.
 func TestHandlerEndsWhenClientDisconnects(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		a := e.registry(t, "node-a")

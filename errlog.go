@@ -56,7 +56,7 @@ type Stats struct {
 	UnregisteredRuns int
 
 	// Subscribed is true while the Pub/Sub subscriber is subscribed and
-	// its connection answered recently.
+	// its connection replied recently.
 	Subscribed bool
 
 	// Subscriptions counts successful SUBSCRIBE calls, the first included.

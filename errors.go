@@ -30,7 +30,7 @@ var (
 
 // canceledError is the cancellation cause of a run stopped through Cancel.
 // It matches both ErrCanceled and context.Canceled, so code that only
-// knows about contexts treats it as an ordinary cancellation.
+// checks for context errors treats it as an ordinary cancellation.
 type canceledError struct{}
 
 func (canceledError) Error() string { return ErrCanceled.Error() }

@@ -19,7 +19,7 @@ import (
 // 500ms bound on the Redis call plus scheduling slack.
 const startBound = 700 * time.Millisecond
 
-// streamer runs loops on Checkers until told to stop and records whether
+// streamer runs loops on Checkers until stopped and records whether
 // any loop saw a cancel.
 type streamer struct {
 	wg       sync.WaitGroup
@@ -48,7 +48,7 @@ func (s *streamer) finish() {
 	s.wg.Wait()
 }
 
-// Field scenario: with 50 runs streaming, Redis goes down. The runs keep
+// with 50 runs streaming, Redis goes down. The runs keep
 // going, Start returns a working Checker within its bound, Cancel returns
 // an error and never Found, errors are logged once per kind and counted,
 // and after recovery the runs are registered again and cancels work.
@@ -118,7 +118,7 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	waitDone(t, late, time.Second)
 }
 
-// Field scenario: Redis restarts empty while A streams. The stream never
+// Redis restarts empty while A streams. The stream never
 // stops; A's run is registered again, so B's cancel finds it and stops it
 // within PollInterval + 200ms.
 func TestRedisRestartRegistersAgain(t *testing.T) {
@@ -154,7 +154,7 @@ func TestRedisRestartRegistersAgain(t *testing.T) {
 	waitDone(t, chk, poll+200*time.Millisecond)
 }
 
-// Field scenario: the server kills A's Pub/Sub connection. A cancel sent
+// the server kills A's Pub/Sub connection. A cancel sent
 // 500ms later stops A within PollInterval + 200ms, and afterwards exactly
 // one subscriber of A's channel is alive.
 func TestSubscriberKilled(t *testing.T) {
@@ -228,7 +228,7 @@ func TestHalfOpenSubscriberReplaced(t *testing.T) {
 	}, 2*time.Second, 10*time.Millisecond, "subscribers of %s", channel)
 }
 
-// Field scenario: every Redis reply is delayed by 2s. The loop calling
+// every Redis reply is delayed by 2s. The loop calling
 // Cancelled on every chunk is not slowed down, Start stays within its
 // bound, and at most one poll is in flight at a time.
 func TestSlowRedisDoesNotStallLoop(t *testing.T) {

@@ -105,8 +105,8 @@ func TestPingIntervalFollowsPollInterval(t *testing.T) {
 	}
 }
 
-// While the push path is down, every CheckEvery-th call of Cancelled asks
-// for a poll of the run's record, so a cancel whose push was lost is seen
+// While the push path is down, every CheckEvery-th call of Cancelled requests
+// a poll of the run's record, so a cancel whose push was lost is seen
 // long before the next periodic poll.
 func TestCancelledRequestsPollWhenPushDown(t *testing.T) {
 	m := miniredis.RunT(t)

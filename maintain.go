@@ -99,7 +99,7 @@ func (r *Registry) takePolls(first *Checker) []*Checker {
 // syncRuns runs sync.lua for runs in one pipeline and applies the replies:
 // it cancels runs whose cancel is recorded, and registers again runs whose
 // marker is missing. Runs not known to be registered use modeRegister
-// whatever mode says.
+// whatever mode is.
 func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	if len(runs) == 0 {
 		return

@@ -49,7 +49,7 @@ type Registry struct {
 	resync    chan struct{}
 
 	// pushReady is true while the subscriber is known to be subscribed
-	// and its connection answered recently.
+	// and its connection replied recently.
 	pushReady atomic.Bool
 
 	psMu sync.Mutex
@@ -70,7 +70,7 @@ type CancelResult struct {
 	NodeID string
 
 	// Pushed is true when the Pub/Sub push reached at least one
-	// subscriber of that node on the Redis server that answered. It is
+	// subscriber of that node on the Redis server that ran the script. It is
 	// best-effort: false does not mean the cancel is lost, because the
 	// stored record still stops the run.
 	Pushed bool
@@ -175,7 +175,7 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 
 // Cancel stops the active run of streamID on whatever node it runs. It
 // records the cancel in Redis and pushes it to the run's node in one
-// atomic script, and returns once Redis has answered. It does not wait
+// atomic script, and returns once Redis has replied. It does not wait
 // for the run to stop.
 //
 // When no run is active, Cancel returns Found false and leaves nothing
@@ -226,9 +226,9 @@ func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, e
 // loops are not canceled, and Checker.Close stays safe to call.
 //
 // Close returns within about one second even while Redis is down or slow.
-// It returns an error when a Redis call was still in flight at that point;
-// that goroutine ends when the call returns, bounded by the client's
-// ReadTimeout. Later calls of Start and Cancel return ErrClosed. Close is
+// It returns an error when a Redis call was still in flight at that point.
+// That call's goroutine ends when the call returns, which the client's
+// ReadTimeout bounds. Later calls of Start and Cancel return ErrClosed. Close is
 // idempotent.
 func (r *Registry) Close() error {
 	r.mu.Lock()
@@ -288,7 +288,7 @@ func (r *Registry) abort(c *Checker) {
 	c.cancel(nil)
 }
 
-// remove forgets c as a local run.
+// remove deletes c from the local maps.
 func (r *Registry) remove(c *Checker) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -43,7 +43,7 @@ func TestCancelStopsRunOnOtherNode(t *testing.T) {
 	})
 }
 
-// Field scenario: A streams a chunk every 10ms; after 20 chunks B cancels;
+// A streams a chunk every 10ms; after 20 chunks B cancels;
 // A's loop ends within 100ms.
 func TestCancelMidStreamEndsLoopQuickly(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
@@ -309,7 +309,7 @@ func TestLeaseOutlivesTTL(t *testing.T) {
 			require.Greater(t, pttl, time.Duration(0), "marker PTTL")
 			require.LessOrEqual(t, pttl, ttl, "marker PTTL")
 			if e.mini != nil {
-				// miniredis expires keys only when told time passed.
+				// miniredis expires keys only when FastForward moves its clock.
 				e.mini.FastForward(20 * time.Millisecond)
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -610,7 +610,7 @@ func TestRegistryClose(t *testing.T) {
 }
 
 // Close returns within one second while Redis refuses connections or does
-// not answer at all.
+// not reply at all.
 func TestRegistryCloseWhileRedisDown(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		e := ownServer(t)

@@ -138,3 +138,26 @@ func TestCancelledRequestsPollWhenPushDown(t *testing.T) {
 	}
 	assert.Eventually(t, chk.Cancelled, time.Second, time.Millisecond, "Cancelled() after the 10th call")
 }
+
+// A run has at most one poll request queued at a time, however often
+// Cancelled is called while the push path is down.
+func TestPollRequestQueuedOnce(t *testing.T) {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	r, err := NewRegistry(rdb, WithCheckEvery(1))
+	require.NoError(t, err)
+
+	chk, err := r.Start(context.Background(), "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+
+	// Close stops the loop that drains the queue, and the Checker keeps
+	// working locally.
+	require.NoError(t, r.Close())
+	require.False(t, r.pushReady.Load())
+	for i := 0; i < 100; i++ {
+		require.False(t, chk.Cancelled(), "call %d", i)
+	}
+	assert.Len(t, r.pollQueue, 1, "queued poll requests")
+}

@@ -162,6 +162,10 @@ func (r *Registry) applySync(c *Checker, reply syncReply) int {
 	switch reply.state {
 	case stateMissing:
 		c.registered.Store(false)
+		if c.closed.Load() {
+			// Close deleted the marker after this pass listed the run.
+			return syncDone
+		}
 		return syncLost
 	case stateOther:
 		c.registered.Store(false)

@@ -39,7 +39,7 @@ func TestCancelStopsRunOnOtherNode(t *testing.T) {
 		assert.ErrorIs(t, context.Cause(chk.Context()), streamcancel.ErrCanceled)
 		assert.ErrorIs(t, chk.Err(), streamcancel.ErrCanceled)
 		assert.ErrorIs(t, chk.Err(), context.Canceled)
-		assert.Equal(t, uint64(1), a.Stats().PushesReceived)
+		require.Eventually(t, func() bool { return a.Stats().PushesReceived == 1 }, time.Second, time.Millisecond, "pushes received")
 	})
 }
 

@@ -33,6 +33,10 @@ type Checker struct {
 	// registered is true while the run's marker is known to be in Redis.
 	registered atomic.Bool
 
+	// starting is true until Start has its own registration's result, so
+	// that background passes leave the run alone until then.
+	starting atomic.Bool
+
 	// polling is true while a poll of this run is queued or in flight.
 	polling atomic.Bool
 
@@ -56,6 +60,7 @@ func newChecker(parent context.Context, reg *Registry, streamID string) *Checker
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	c.starting.Store(true)
 
 	// The parent may end at any time; mirror that into the flag that
 	// Cancelled reads. AfterFunc runs at once if ctx is already done.
@@ -66,6 +71,8 @@ func newChecker(parent context.Context, reg *Registry, streamID string) *Checker
 // Cancelled reports whether the run has ended: canceled from any node,
 // ended by the parent context, or closed. It is the per-chunk call: it
 // reads local state only, never waits on Redis and never allocates.
+// After the parent context ends, Cancelled may return false for up to
+// CheckEvery more calls; Context and Err show it at once.
 //
 // While the Pub/Sub push path is down, every CheckEvery-th call also asks
 // the registry to poll this run's cancel record in the background.
@@ -76,6 +83,12 @@ func (c *Checker) Cancelled() bool {
 
 	if c.calls.Add(1) >= c.every {
 		c.calls.Store(0)
+
+		// The flag follows the context on another goroutine, so a parent
+		// that just ended may not show in it yet.
+		if c.ctx.Err() != nil {
+			return true
+		}
 		c.reg.requestPoll(c)
 	}
 	return false

@@ -44,11 +44,11 @@ const (
 	// cancelTimeout caps Cancel when the caller's context has no deadline.
 	cancelTimeout = 5 * time.Second
 
-	// closeReleaseTimeout and closeWaitTimeout split Registry.Close's
-	// one-second budget between removing markers and waiting for the
-	// background goroutines.
+	// closeDrainTimeout and closeReleaseTimeout split Registry.Close's
+	// one-second budget between waiting for calls in flight and removing
+	// the markers.
+	closeDrainTimeout   = 500 * time.Millisecond
 	closeReleaseTimeout = 300 * time.Millisecond
-	closeWaitTimeout    = 600 * time.Millisecond
 
 	// errorLogInterval is the minimum time between two log records of the
 	// same error kind. Errors in between are only counted.

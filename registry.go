@@ -45,6 +45,16 @@ type Registry struct {
 	byToken  map[string]*Checker
 	byStream map[string]*Checker
 
+	// releasing holds runs that Start dropped while their marker may
+	// still land in Redis. A goroutine deletes the marker once the call
+	// that may write it has returned, and Close deletes it if it has not.
+	releasing map[*Checker]struct{}
+
+	// closeDone is closed when the first Close has finished, and closeErr
+	// is its result.
+	closeDone chan struct{}
+	closeErr  error
+
 	pollQueue chan *Checker
 	resync    chan struct{}
 
@@ -101,6 +111,8 @@ func NewRegistry(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
 		stop:      stop,
 		byToken:   make(map[string]*Checker),
 		byStream:  make(map[string]*Checker),
+		releasing: make(map[*Checker]struct{}),
+		closeDone: make(chan struct{}),
 		pollQueue: make(chan *Checker, pollQueueSize),
 		resync:    make(chan struct{}, 1),
 		errLog:    errorLog{logger: cfg.logger, interval: errorLogInterval},
@@ -122,11 +134,15 @@ func (r *Registry) NodeID() string {
 //
 // Start registers the run in Redis, waiting at most 500ms. It returns an
 // error matching ErrAlreadyActive when a run of streamID is active on any
-// node, ErrInvalidStreamID for an invalid ID, ErrClosed after Close, and
-// ctx's error when ctx ends before Start returns; then no marker is left. When Redis fails or is too slow,
-// Start fails open: it logs the error and returns a working Checker, and
-// the registry registers the run in the background once Redis answers.
-// Until then a Cancel from another node cannot find the run.
+// node, ErrInvalidStreamID for an invalid ID and ErrClosed after Close.
+// When ctx ends before Start returns, Start returns ctx's error, and a
+// marker that its Redis call writes later is deleted.
+//
+// When Redis fails or does not reply within 500ms, Start fails open: it
+// logs the error and returns a working Checker, and the registry registers
+// the run in the background once Redis replies. Until then a Cancel from
+// another node cannot find the run, and a Start of the same stream on
+// another node succeeds.
 //
 // Start is safe for concurrent use.
 func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error) {
@@ -139,33 +155,33 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 
 	c := newChecker(ctx, r, streamID)
 	if err := r.add(c); err != nil {
-		r.abort(c)
+		c.closed.Store(true)
+		c.cancel(nil)
 		return nil, err
 	}
 
-	reply, err := bounded(r, ctx, startTimeout, func(callCtx context.Context) (syncReply, error) {
-		reply, err := r.runSync(callCtx, c, modeRegister)
-		if err == nil && reply.state == stateRegistered && ctx.Err() != nil {
-			// The caller gave up while the marker was being written.
-			r.releaseLater(c)
-		}
-		return reply, err
+	call, err := startCall(r, ctx, func(ctx context.Context) (syncReply, error) {
+		return r.runSync(ctx, c, modeRegister)
 	})
+	if err != nil {
+		r.drop(c, nil)
+		return nil, fmt.Errorf("%w: start %q: create a new Registry to start runs", err, streamID)
+	}
+	reply, err := call.wait(ctx, startTimeout)
+	c.starting.Store(false)
+
 	switch {
-	case errors.Is(err, ErrClosed):
-		r.abort(c)
-		return nil, err
 	case ctx.Err() != nil:
-		r.abort(c)
-		if err == nil && reply.state == stateRegistered {
-			r.releaseLater(c)
-		}
+		r.drop(c, call.done)
 		return nil, fmt.Errorf("streamcancel: start %q: %w", streamID, ctx.Err())
+	case errors.Is(err, context.DeadlineExceeded):
+		r.reportError(kindStart, streamID, fmt.Errorf("Redis did not reply within %v; the run stays unregistered until a background pass registers it: %w", startTimeout, err))
+		return c, nil
 	case err != nil:
-		r.reportError(kindStart, streamID, err)
+		r.reportError(kindStart, streamID, fmt.Errorf("the run stays unregistered until a background pass registers it: %w", err))
 		return c, nil
 	case reply.state == stateOther:
-		r.abort(c)
+		r.drop(c, nil)
 		return nil, fmt.Errorf("%w: stream %q runs on node %q; cancel it first or wait for it to end", ErrAlreadyActive, streamID, reply.node)
 	}
 
@@ -206,7 +222,7 @@ func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, e
 		return parseCancelReply(v)
 	})
 	if errors.Is(err, ErrClosed) {
-		return CancelResult{}, err
+		return CancelResult{}, fmt.Errorf("%w: cancel %q: use a registry that is not closed", err, streamID)
 	}
 	if err != nil {
 		r.stats.cancelErrors.Add(1)
@@ -228,39 +244,53 @@ func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, e
 // Close returns within about one second even while Redis is down or slow.
 // It returns an error when a Redis call was still in flight at that point.
 // That call's goroutine ends when the call returns, which the client's
-// ReadTimeout bounds. Later calls of Start and Cancel return ErrClosed. Close is
-// idempotent.
+// ReadTimeout bounds, and a marker it writes then expires after the TTL.
+// Later calls of Start and Cancel return ErrClosed. Close is idempotent;
+// concurrent and later calls wait for the first and return its result.
 func (r *Registry) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return nil
+		<-r.closeDone
+		return r.closeErr
 	}
 	r.closed = true
-	runs := r.snapshotLocked()
 	r.mu.Unlock()
 
 	r.stop()
 	r.closePubSub()
 
+	// Calls in flight may still write markers, so they finish before the
+	// markers are listed and deleted.
+	drained := waitTimeout(&r.wg, closeDrainTimeout)
+
+	r.mu.RLock()
+	runs := r.snapshotLocked()
+	for c := range r.releasing {
+		runs = append(runs, c)
+	}
+	r.mu.RUnlock()
+
 	released := make(chan struct{})
-	r.wg.Add(1)
 	go func() {
-		defer r.wg.Done()
 		defer close(released)
 		ctx, cancel := context.WithTimeout(context.Background(), closeReleaseTimeout)
 		defer cancel()
 		r.releaseAll(ctx, runs)
 	}()
+	timer := time.NewTimer(closeReleaseTimeout)
+	defer timer.Stop()
 	select {
 	case <-released:
-	case <-time.After(closeReleaseTimeout):
+	case <-timer.C:
+		drained = false
 	}
 
-	if !waitTimeout(&r.wg, closeWaitTimeout) {
-		return errors.New("streamcancel: close: a Redis call is still in flight; its goroutine ends when the call returns")
+	if !drained {
+		r.closeErr = errors.New("streamcancel: close: a Redis call is still in flight; its goroutine ends when the call returns, and a marker it writes expires after the TTL")
 	}
-	return nil
+	close(r.closeDone)
+	return r.closeErr
 }
 
 // add stores c as a local run. It fails when the registry is closed or a
@@ -270,7 +300,7 @@ func (r *Registry) add(c *Checker) error {
 	defer r.mu.Unlock()
 
 	if r.closed {
-		return ErrClosed
+		return fmt.Errorf("%w: start %q: create a new Registry to start runs", ErrClosed, c.streamID)
 	}
 	if _, ok := r.byStream[c.streamID]; ok {
 		return fmt.Errorf("%w: stream %q runs on this node (%q); cancel it first or wait for it to end", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
@@ -280,32 +310,67 @@ func (r *Registry) add(c *Checker) error {
 	return nil
 }
 
-// abort ends a run that Start does not return. Marking it closed makes a
-// background pass that registers it meanwhile delete the marker again.
-func (r *Registry) abort(c *Checker) {
+// drop ends a run that Start does not return. When callDone is not nil, a
+// Redis call that may still write the run's marker is in flight, so the
+// marker is deleted once that call has returned.
+func (r *Registry) drop(c *Checker, callDone <-chan struct{}) {
 	c.closed.Store(true)
-	r.remove(c)
 	c.cancel(nil)
-}
 
-// remove deletes c from the local maps.
-func (r *Registry) remove(c *Checker) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.removeLocked(c)
+	if callDone == nil {
+		return
+	}
 
+	r.releasing[c] = struct{}{}
+	if r.closed {
+		// Close deletes the markers of the runs in r.releasing.
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		<-callDone
+
+		// The marker expires after the TTL anyway, so waiting longer
+		// than that gains nothing.
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ttl)
+		defer cancel()
+		if err := releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err(); err != nil {
+			r.reportError(kindRelease, c.streamID, err)
+		}
+
+		r.mu.Lock()
+		delete(r.releasing, c)
+		r.mu.Unlock()
+	}()
+}
+
+func (r *Registry) removeLocked(c *Checker) {
 	if r.byStream[c.streamID] == c {
 		delete(r.byStream, c.streamID)
 	}
 	delete(r.byToken, c.token)
 }
 
-// snapshot returns the local runs.
+// snapshot returns the local runs that background passes cover: those not
+// closed and not still waiting for Start's own registration.
 func (r *Registry) snapshot() []*Checker {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.snapshotLocked()
+
+	runs := make([]*Checker, 0, len(r.byToken))
+	for _, c := range r.byToken {
+		if !c.starting.Load() && !c.closed.Load() {
+			runs = append(runs, c)
+		}
+	}
+	return runs
 }
 
+// snapshotLocked returns all local runs. r.mu must be held.
 func (r *Registry) snapshotLocked() []*Checker {
 	runs := make([]*Checker, 0, len(r.byToken))
 	for _, c := range r.byToken {
@@ -327,43 +392,25 @@ func (r *Registry) deliver(token string) {
 }
 
 // release removes c from the registry and deletes its marker in Redis.
-// After Registry.Close it only removes c locally, because Close has
-// already deleted the markers.
+// After Registry.Close it leaves c in place, because Close deletes the
+// markers of all runs it finds, or already has.
 func (r *Registry) release(c *Checker) error {
-	r.remove(c)
-
-	_, err := bounded(r, context.Background(), releaseTimeout, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err()
-	})
-	if errors.Is(err, ErrClosed) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
 		return nil
 	}
-	if err != nil {
+	r.removeLocked(c)
+	call := spawnCallLocked(r, context.Background(), func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err()
+	})
+	r.mu.Unlock()
+
+	if _, err := call.wait(context.Background(), releaseTimeout); err != nil {
 		r.reportError(kindRelease, c.streamID, err)
 		return fmt.Errorf("streamcancel: close run of %q: removing its marker failed, it expires after the TTL: %w", c.streamID, err)
 	}
 	return nil
-}
-
-// releaseLater deletes c's marker on a goroutine of the registry, waiting
-// for Redis up to the TTL, after which the marker expires anyway. Start
-// uses it when its caller has already left.
-func (r *Registry) releaseLater(c *Checker) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
-		return
-	}
-
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ttl)
-		defer cancel()
-		if err := releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err(); err != nil {
-			r.reportError(kindRelease, c.streamID, err)
-		}
-	}()
 }
 
 // releaseAll deletes the markers of runs in one pipeline.
@@ -381,44 +428,6 @@ func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) {
 	}
 	if err != nil {
 		r.reportError(kindRelease, runs[0].streamID, err)
-	}
-}
-
-// bounded runs fn on a goroutine of r and waits for it at most timeout,
-// or until ctx ends. go-redis does not stop a read that is in flight when
-// its context ends unless the client sets ContextTimeoutEnabled, so
-// waiting on a separate goroutine is what keeps the caller's wait bounded.
-// fn's context ends when bounded returns. bounded returns ErrClosed
-// without running fn after Close.
-func bounded[T any](r *Registry, ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
-	var zero T
-	r.mu.RLock()
-	if r.closed {
-		r.mu.RUnlock()
-		return zero, ErrClosed
-	}
-	r.wg.Add(1)
-	r.mu.RUnlock()
-
-	type result struct {
-		value T
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		defer r.wg.Done()
-		v, err := fn(ctx)
-		done <- result{v, err}
-	}()
-
-	select {
-	case res := <-done:
-		return res.value, res.err
-	case <-ctx.Done():
-		return zero, ctx.Err()
 	}
 }
 

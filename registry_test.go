@@ -182,10 +182,19 @@ func TestCancelAffectsOnlyCurrentRun(t *testing.T) {
 // lost never deletes the marker of a newer run of the same stream.
 func TestCloseDeletesOnlyOwnMarker(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(time.Hour))
+		hook := &commandCounter{}
+		rdb := e.client(t)
+		rdb.AddHook(hook)
+		a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(time.Hour))
 		b := e.registry(t, "node-b", streamcancel.WithPollInterval(time.Hour))
 		c := e.client(t)
 		waitSubscribed(t, a)
+
+		// After subscribing, node-a loads its 3 scripts and polls its runs
+		// once. That poll would register the deleted marker again, so it
+		// must be over before the run starts.
+		require.Eventually(t, func() bool { return hook.commands.Load() >= 3 }, 5*time.Second, time.Millisecond, "scripts loaded")
+		time.Sleep(50 * time.Millisecond)
 
 		old, err := a.Start(ctx, "chat-1")
 		require.NoError(t, err)

@@ -1,0 +1,523 @@
+package streamcancel_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/streamcancel/streamcancel"
+	"github.com/streamcancel/streamcancel/internal/redistest"
+)
+
+// The tests in this file cover races between Start, Cancel and the two
+// Close methods, Redis servers that do not reply, odd inputs and large
+// numbers of runs.
+
+// countKeys returns how many keys match the glob pattern.
+func countKeys(t *testing.T, c *redis.Client, pattern string) int {
+	t.Helper()
+	keys, err := c.Keys(ctx, pattern).Result()
+	require.NoError(t, err)
+	return len(keys)
+}
+
+// Checker.Close racing Registry.Close leaves no marker: either the
+// Checker deletes its marker, or the registry finds the run and does.
+func TestCheckerCloseRacingRegistryClose(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		c := e.client(t)
+		const iterations, runsPerIteration = 60, 20
+
+		leaked := 0
+		for it := 0; it < iterations; it++ {
+			rdb := e.client(t)
+			r, err := streamcancel.NewRegistry(rdb, streamcancel.WithKeyPrefix(e.prefix), streamcancel.WithNodeID(fmt.Sprintf("node-%d", it)))
+			require.NoError(t, err)
+
+			checkers := make([]*streamcancel.Checker, runsPerIteration)
+			for i := range checkers {
+				checkers[i], err = r.Start(ctx, fmt.Sprintf("it%d-run%d", it, i))
+				require.NoError(t, err)
+			}
+
+			var wg sync.WaitGroup
+			for _, chk := range checkers {
+				wg.Add(1)
+				go func(chk *streamcancel.Checker) {
+					defer wg.Done()
+					_ = chk.Close()
+				}(chk)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = r.Close()
+			}()
+			wg.Wait()
+
+			leaked += countKeys(t, c, fmt.Sprintf("%s:{it%d-run*", e.prefix, it))
+		}
+		assert.Zero(t, leaked, "markers left after every Checker and the registry were closed, of %d runs", iterations*runsPerIteration)
+	})
+}
+
+// Start racing Registry.Close leaves no marker: Close waits for the
+// registrations in flight before it deletes the markers of its runs.
+func TestStartRacingRegistryClose(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		c := e.client(t)
+		const iterations, startsPerIteration = 30, 20
+
+		leaked, returned := 0, 0
+		for it := 0; it < iterations; it++ {
+			rdb := e.client(t)
+			r, err := streamcancel.NewRegistry(rdb, streamcancel.WithKeyPrefix(e.prefix), streamcancel.WithNodeID(fmt.Sprintf("node-%d", it)))
+			require.NoError(t, err)
+
+			var (
+				wg  sync.WaitGroup
+				mu  sync.Mutex
+				got []*streamcancel.Checker
+			)
+			for i := 0; i < startsPerIteration; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					chk, err := r.Start(ctx, fmt.Sprintf("it%d-run%d", it, i))
+					if err == nil {
+						mu.Lock()
+						got = append(got, chk)
+						mu.Unlock()
+					}
+				}(i)
+			}
+			time.Sleep(time.Duration(it%5) * 100 * time.Microsecond)
+			_ = r.Close()
+			wg.Wait()
+			for _, chk := range got {
+				_ = chk.Close()
+			}
+			returned += len(got)
+
+			leaked += countKeys(t, c, fmt.Sprintf("%s:{it%d-run*", e.prefix, it))
+		}
+		t.Logf("%d of %d Starts returned a Checker", returned, iterations*startsPerIteration)
+		assert.Zero(t, leaked, "markers left after the registry and every returned Checker were closed")
+	})
+}
+
+// The caller's context ends while Start waits for a slow Redis, and the
+// client drops the reply because ContextTimeoutEnabled aborts the read.
+// The script runs on Redis all the same, so Start deletes the marker once
+// its call has returned, whatever the call's result.
+func TestStartCanceledWithContextTimeout(t *testing.T) {
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
+	b := e.registry(t, "node-b")
+	waitSubscribed(t, a)
+	c := e.client(t)
+
+	proxy.SetDelay(300 * time.Millisecond)
+	startCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	chk, err := a.Start(startCtx, "chat-1")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Nil(t, chk)
+
+	time.Sleep(time.Second)
+	proxy.SetDelay(0)
+	assert.Empty(t, e.keys(t, c), "markers after Start returned the context's error")
+	_, err = b.Start(ctx, "chat-1")
+	assert.NoError(t, err, "Start of the same ID on another node, with no run active anywhere")
+}
+
+// Cancelled reports a parent context that has ended within CheckEvery
+// calls, even before the flag that context.AfterFunc sets on its own
+// goroutine is visible.
+func TestCancelledSeesParentWithinCheckEvery(t *testing.T) {
+	m := newMiniEnv(t)
+	a := m.registry(t, "node-a")
+
+	const runs, checkEvery = 200, 10
+	for i := 0; i < runs; i++ {
+		parent, cancel := context.WithCancel(ctx)
+		chk, err := a.Start(parent, fmt.Sprintf("chat-%d", i))
+		require.NoError(t, err)
+		cancel()
+
+		seen := false
+		for call := 0; call < checkEvery && !seen; call++ {
+			seen = chk.Cancelled()
+		}
+		require.True(t, seen, "run %d: Cancelled() within %d calls after the parent ended", i, checkEvery)
+		require.NoError(t, chk.Close())
+	}
+}
+
+// newMiniEnv returns an env on a miniredis of its own.
+func newMiniEnv(t *testing.T) *env {
+	m := miniredis.RunT(t)
+	return &env{addr: m.Addr(), prefix: "sctest", mini: m}
+}
+
+// Stream IDs with invalid UTF-8, control bytes, only braces or only
+// percent signs, at the maximum length, each reach their own key.
+func TestStreamIDsOddBytes(t *testing.T) {
+	ids := []string{
+		"\xff\xfe\xfd", "\r\n", "\x00\x00", "}%7D", "%7D}", "%257D",
+		strings.Repeat("}", streamcancel.MaxStreamIDLen),
+		strings.Repeat("%", streamcancel.MaxStreamIDLen),
+		strings.Repeat("{", streamcancel.MaxStreamIDLen),
+		strings.Repeat("é", streamcancel.MaxStreamIDLen/2),
+	}
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a")
+		b := e.registry(t, "node-b")
+		waitSubscribed(t, a)
+
+		runs := map[string]*streamcancel.Checker{}
+		for _, id := range ids {
+			chk, err := a.Start(ctx, id)
+			require.NoError(t, err, "Start(%q)", id)
+			runs[id] = chk
+		}
+		assert.Len(t, e.keys(t, e.client(t)), len(ids))
+
+		for i, id := range ids {
+			res, err := b.Cancel(ctx, id)
+			require.NoError(t, err, "Cancel(%q)", id)
+			require.True(t, res.Found, "Cancel(%q).Found", id)
+			waitDone(t, runs[id], time.Second)
+			for _, other := range ids[i+1:] {
+				require.False(t, runs[other].Cancelled(), "run %q canceled by Cancel(%q)", other, id)
+			}
+			require.NoError(t, runs[id].Close())
+		}
+		assert.Empty(t, e.keys(t, e.client(t)))
+
+		multibyte := strings.Repeat("é", streamcancel.MaxStreamIDLen/2+1)
+		_, err := a.Start(ctx, multibyte)
+		assert.ErrorIs(t, err, streamcancel.ErrInvalidStreamID, "ID of %d bytes", len(multibyte))
+	})
+}
+
+// Errors for calls after Close name the call's stream ID.
+func TestErrClosedNamesStreamID(t *testing.T) {
+	e := newMiniEnv(t)
+	a := e.registry(t, "node-a")
+	require.NoError(t, a.Close())
+
+	_, err := a.Start(ctx, "chat-1")
+	require.ErrorIs(t, err, streamcancel.ErrClosed)
+	assert.Contains(t, err.Error(), "chat-1", "Start error after Close")
+	_, err = a.Cancel(ctx, "chat-1")
+	require.ErrorIs(t, err, streamcancel.ErrClosed)
+	assert.Contains(t, err.Error(), "chat-1", "Cancel error after Close")
+}
+
+// 10,000 runs on one registry: Start does not slow down as runs pile up,
+// each poll is one pipeline, the registry keeps two goroutines, and
+// closing every run leaves no key and no goroutine behind.
+func TestTenThousandRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 10,000 runs")
+	}
+	const runs = 10000
+	c := redistest.Shared(t)
+	prefix := redistest.UniquePrefix(t)
+	hook := &commandCounter{}
+	rdb := redis.NewClient(&redis.Options{Addr: c.Options().Addr})
+	defer rdb.Close()
+	rdb.AddHook(hook)
+	baseline := runtime.NumGoroutine()
+
+	a, err := streamcancel.NewRegistry(rdb, streamcancel.WithKeyPrefix(prefix), streamcancel.WithNodeID("node-a"), streamcancel.WithPollInterval(200*time.Millisecond))
+	require.NoError(t, err)
+	defer a.Close()
+	waitSubscribed(t, a)
+
+	checkers := make([]*streamcancel.Checker, runs)
+	var firstK, lastK time.Duration
+	for i := range checkers {
+		begin := time.Now()
+		checkers[i], err = a.Start(ctx, fmt.Sprintf("run-%d", i))
+		require.NoError(t, err)
+		switch {
+		case i < 1000:
+			firstK += time.Since(begin)
+		case i >= runs-1000:
+			lastK += time.Since(begin)
+		}
+	}
+	t.Logf("Start: first 1000 runs %v, last 1000 runs %v", firstK, lastK)
+	assert.Less(t, lastK, 3*firstK+100*time.Millisecond, "Start time of the last 1000 runs against the first 1000")
+
+	pipelines := hook.pipelines.Load()
+	time.Sleep(time.Second)
+	polls := hook.pipelines.Load() - pipelines
+	t.Logf("pipelines in 1s with %d runs and a 200ms poll interval: %d; goroutines: %d (baseline %d)", runs, polls, runtime.NumGoroutine(), baseline)
+	assert.LessOrEqual(t, polls, int64(7), "pipelines in 1s")
+	assert.Positive(t, polls, "pipelines in 1s")
+	assert.Less(t, runtime.NumGoroutine(), baseline+20, "goroutines with %d runs", runs)
+
+	begin := time.Now()
+	stats := a.Stats()
+	t.Logf("Stats with %d runs took %v", runs, time.Since(begin))
+	assert.Equal(t, runs, stats.ActiveRuns)
+	assert.Zero(t, stats.UnregisteredRuns)
+
+	res, err := a.Cancel(ctx, "run-5000")
+	require.NoError(t, err)
+	assert.True(t, res.Found)
+	assert.True(t, checkers[5000].Cancelled())
+
+	begin = time.Now()
+	for _, chk := range checkers {
+		require.NoError(t, chk.Close())
+	}
+	t.Logf("closing %d runs took %v", runs, time.Since(begin))
+	assert.Zero(t, countKeys(t, c, prefix+":*"), "keys after every run closed")
+	assert.Zero(t, a.Stats().ActiveRuns)
+}
+
+// Start, Cancel, Checker.Close and Stats run concurrently on two nodes for
+// 500ms. Every returned Checker is closed, so no key may be left: in
+// particular, background passes leave a run alone until Start has its own
+// registration's result.
+func TestConcurrentStartCancelClose(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		regs := []*streamcancel.Registry{
+			e.registry(t, "node-a", streamcancel.WithPollInterval(10*time.Millisecond), streamcancel.WithCheckEvery(1)),
+			e.registry(t, "node-b", streamcancel.WithPollInterval(10*time.Millisecond), streamcancel.WithCheckEvery(1)),
+		}
+		const workers, ids = 8, 5
+		deadline := time.Now().Add(500 * time.Millisecond)
+
+		var (
+			wg                        sync.WaitGroup
+			mu                        sync.Mutex
+			started, found, unexpects int
+		)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; time.Now().Before(deadline); i++ {
+					r := regs[(w+i)%2]
+					id := fmt.Sprintf("chat-%d", (w*7+i)%ids)
+					switch i % 3 {
+					case 0:
+						chk, err := r.Start(ctx, id)
+						if err != nil {
+							if !assert.ErrorIs(t, err, streamcancel.ErrAlreadyActive) {
+								return
+							}
+							continue
+						}
+						mu.Lock()
+						started++
+						mu.Unlock()
+						for j := 0; j < 5 && !chk.Cancelled(); j++ {
+							time.Sleep(100 * time.Microsecond)
+						}
+						_ = r.Stats()
+						assert.NoError(t, chk.Close())
+					case 1:
+						res, err := r.Cancel(ctx, id)
+						if !assert.NoError(t, err) {
+							return
+						}
+						if res.Found {
+							mu.Lock()
+							found++
+							mu.Unlock()
+						}
+					case 2:
+						stats := r.Stats()
+						if stats.ActiveRuns > ids {
+							mu.Lock()
+							unexpects++
+							mu.Unlock()
+						}
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		t.Logf("runs started %d, cancels found %d", started, found)
+		assert.Positive(t, started)
+		assert.Zero(t, unexpects, "Stats with more active runs than stream IDs")
+		assert.Empty(t, e.keys(t, e.client(t)), "keys right after every run closed")
+		time.Sleep(200 * time.Millisecond)
+		assert.Empty(t, e.keys(t, e.client(t)), "keys 200ms after every run closed")
+	})
+}
+
+// With the connections to Redis frozen (a blackhole: requests go out,
+// replies never come back), every call on a caller's path keeps its
+// bound, the loop is never canceled, and after the thaw the registry
+// works again.
+func TestBlackholedRedisKeepsBounds(t *testing.T) {
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ReadTimeout: 2 * time.Second})
+	defer rdb.Close()
+	a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(50*time.Millisecond))
+	b := e.registry(t, "node-b")
+	waitSubscribed(t, a)
+
+	running, err := a.Start(ctx, "running")
+	require.NoError(t, err)
+	defer running.Close()
+	// Warm the pool, so that the calls below reuse frozen connections.
+	var warm sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		warm.Add(1)
+		go func() {
+			defer warm.Done()
+			_ = rdb.Ping(ctx).Err()
+		}()
+	}
+	warm.Wait()
+
+	proxy.Freeze()
+	begin := time.Now()
+	chk, err := a.Start(ctx, "frozen")
+	assert.Less(t, time.Since(begin), startBound, "Start while frozen")
+	require.NoError(t, err)
+	begin = time.Now()
+	_ = chk.Close()
+	assert.Less(t, time.Since(begin), startBound, "Checker.Close while frozen")
+
+	assert.Equal(t, 200, stream(running, time.Millisecond, 200), "chunks while frozen; cause %v", context.Cause(running.Context()))
+
+	// Freeze holds back replies but lets requests through, so the script
+	// of this Cancel runs on Redis although Cancel times out. The run may
+	// then stop through a poll on a new connection, as Cancel's
+	// documentation allows.
+	cancelCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	begin = time.Now()
+	res, err := a.Cancel(cancelCtx, "running")
+	assert.Less(t, time.Since(begin), 400*time.Millisecond, "Cancel with a 300ms deadline while frozen")
+	assert.Error(t, err)
+	assert.False(t, res.Found)
+
+	proxy.Thaw()
+	_, err = b.Cancel(ctx, "running")
+	require.NoError(t, err, "Cancel after the thaw")
+	waitDone(t, running, 3*time.Second)
+	assert.ErrorIs(t, context.Cause(running.Context()), streamcancel.ErrCanceled)
+}
+
+// The largest durations the options accept work: a lease of about 290
+// years and a poll interval of the same length.
+func TestHugeOptionValues(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		const huge = time.Duration(1<<63 - 1)
+		a := e.registry(t, "node-a", streamcancel.WithTTL(huge), streamcancel.WithPollInterval(huge), streamcancel.WithCheckEvery(1<<62))
+		b := e.registry(t, "node-b")
+		c := e.client(t)
+		waitSubscribed(t, a)
+
+		chk, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		defer chk.Close()
+		assert.Equal(t, 0, a.Stats().UnregisteredRuns)
+		pttl, err := c.PTTL(ctx, e.runKey("chat-1")).Result()
+		require.NoError(t, err)
+		assert.Greater(t, pttl, 100*365*24*time.Hour, "PTTL of the marker")
+
+		res, err := b.Cancel(ctx, "chat-1")
+		require.NoError(t, err)
+		require.True(t, res.Found)
+		waitDone(t, chk, time.Second)
+	})
+}
+
+// A second Close that runs while the first one is still removing markers
+// waits for the first.
+func TestConcurrentRegistryCloseWaits(t *testing.T) {
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a")
+	c := e.client(t)
+	for i := 0; i < 10; i++ {
+		_, err := a.Start(ctx, fmt.Sprintf("chat-%d", i))
+		require.NoError(t, err)
+	}
+	proxy.SetDelay(200 * time.Millisecond)
+
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		_ = a.Close()
+	}()
+	time.Sleep(10 * time.Millisecond)
+	require.NoError(t, a.Close())
+	select {
+	case <-first:
+	default:
+		t.Errorf("second Close returned while the first was still running; keys under the prefix: %d", len(e.keys(t, c)))
+	}
+	<-first
+	proxy.SetDelay(0)
+}
+
+// A poll pass in flight when Registry.Close runs finishes before Close
+// deletes the markers, so it cannot write one back.
+func TestRegistryCloseRacingPoll(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		c := e.client(t)
+		const iterations = 100
+
+		leaked := 0
+		for it := 0; it < iterations; it++ {
+			rdb := e.client(t)
+			r, err := streamcancel.NewRegistry(rdb, streamcancel.WithKeyPrefix(e.prefix), streamcancel.WithNodeID("node-a"), streamcancel.WithPollInterval(10*time.Millisecond))
+			require.NoError(t, err)
+			for i := 0; i < 20; i++ {
+				_, err := r.Start(ctx, fmt.Sprintf("it%d-run%d", it, i))
+				require.NoError(t, err)
+			}
+			time.Sleep(time.Duration(it%10) * time.Millisecond)
+			_ = r.Close()
+			leaked += countKeys(t, c, fmt.Sprintf("%s:{it%d-run*", e.prefix, it))
+		}
+		assert.Zero(t, leaked, "markers left after Registry.Close, of %d runs", iterations*20)
+	})
+}
+
+// When Start fails open because Redis did not reply within its 500ms
+// bound, the logged error says so and that the run stays unregistered.
+func TestStartTimeoutLogNamesCause(t *testing.T) {
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	logs := &logRecorder{}
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithLogger(slog.New(logs)))
+	waitSubscribed(t, a)
+
+	proxy.SetDelay(700 * time.Millisecond)
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err, "Start fails open")
+	defer chk.Close()
+
+	records := logs.find("start failed")
+	require.Len(t, records, 1)
+	t.Logf("logged error: %q", records[0]["error"])
+	assert.Contains(t, records[0]["error"], "500ms", "logged error of a Start that timed out")
+	proxy.SetDelay(0)
+}

@@ -37,6 +37,11 @@ type Checker struct {
 	// that background passes leave the run alone until then.
 	starting atomic.Bool
 
+	// startDone is closed when Start's registration call has returned. A
+	// Start that fails open returns before that, and the call may still
+	// write the marker.
+	startDone <-chan struct{}
+
 	// polling is true while a poll of this run is queued or in flight.
 	polling atomic.Bool
 
@@ -127,10 +132,12 @@ func (c *Checker) StreamID() string {
 // run's token so that a newer run of the same stream is never touched.
 // It is idempotent and safe to defer.
 //
-// Close waits at most 500ms for Redis. It returns an error only when the
-// marker could not be removed; the run has ended locally either way, and
-// the marker then expires after the registry's TTL. Later calls return the
-// same error.
+// Close waits at most 500ms for Redis. It returns an error when the marker
+// could not be removed; the run has ended locally either way, and the
+// marker then expires after the registry's TTL. Later calls return the
+// same error. After Registry.Close has begun, Close only ends the run
+// locally and returns nil, because Registry.Close removes the markers and
+// reports whether that failed.
 func (c *Checker) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)

@@ -102,7 +102,10 @@ func (r *Registry) Stats() Stats {
 		Conflicts:       r.stats.errors[kindConflict].Load(),
 	}
 
-	for _, c := range r.snapshot() {
+	r.mu.RLock()
+	runs := r.snapshotLocked()
+	r.mu.RUnlock()
+	for _, c := range runs {
 		s.ActiveRuns++
 		if !c.registered.Load() {
 			s.UnregisteredRuns++

@@ -146,7 +146,11 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 		r.syncRuns(lost, modeRegister)
 	}
 	if len(stale) > 0 {
-		r.releaseAll(ctx, stale)
+		// Close may have ended the pass's context, and these markers
+		// must go all the same.
+		releaseCtx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		defer cancel()
+		_ = r.releaseAll(releaseCtx, stale)
 	}
 }
 
@@ -203,6 +207,16 @@ func (c *Checker) syncArgs(mode string) []interface{} {
 	return []interface{}{c.token, c.reg.cfg.nodeID, c.reg.cfg.ttl.Milliseconds(), mode}
 }
 
+// firstError returns the first error among cmds.
+func firstError(cmds []redis.Cmder) error {
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // pipelineScripts sends n EVALSHA commands of script, built by add, in one
 // pipeline. When Redis lacks the script, as after a restart, it loads the
 // script and sends the pipeline once more. Replies and errors stay in the
@@ -215,7 +229,15 @@ func (r *Registry) pipelineScripts(ctx context.Context, script *redis.Script, n 
 		for i := 0; i < n; i++ {
 			cmds[i] = add(pipe, i)
 		}
-		_, _ = pipe.Exec(ctx)
+		_, err := pipe.Exec(ctx)
+
+		// go-redis leaves the commands without an error when it could
+		// not get a connection at all.
+		if err != nil && firstError(cmds) == nil {
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
+		}
 
 		for _, cmd := range cmds {
 			if isNoScript(cmd.Err()) {

@@ -167,6 +167,7 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 		r.drop(c, nil)
 		return nil, fmt.Errorf("%w: start %q: create a new Registry to start runs", err, streamID)
 	}
+	c.startDone = call.done
 	reply, err := call.wait(ctx, startTimeout)
 	c.starting.Store(false)
 
@@ -242,9 +243,10 @@ func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, e
 // loops are not canceled, and Checker.Close stays safe to call.
 //
 // Close returns within about one second even while Redis is down or slow.
-// It returns an error when a Redis call was still in flight at that point.
-// That call's goroutine ends when the call returns, which the client's
-// ReadTimeout bounds, and a marker it writes then expires after the TTL.
+// It returns an error when it could not remove the markers, which then
+// expire after the TTL, or when a Redis call was still in flight at that
+// point. That call's goroutine ends when the call returns, which the
+// client's ReadTimeout bounds.
 // Later calls of Start and Cancel return ErrClosed. Close is idempotent;
 // concurrent and later calls wait for the first and return its result.
 func (r *Registry) Close() error {
@@ -258,11 +260,21 @@ func (r *Registry) Close() error {
 	r.mu.Unlock()
 
 	r.stop()
-	r.closePubSub()
+
+	// PubSub.Close waits for a dial in flight on the subscription, so it
+	// runs on its own goroutine and counts as a call in flight.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.closePubSub()
+	}()
 
 	// Calls in flight may still write markers, so they finish before the
 	// markers are listed and deleted.
-	drained := waitTimeout(&r.wg, closeDrainTimeout)
+	var errs []error
+	if !waitTimeout(&r.wg, closeDrainTimeout) {
+		errs = append(errs, errors.New("streamcancel: close: a Redis call is still in flight; its goroutine ends when the call returns, and a marker it writes expires after the TTL"))
+	}
 
 	r.mu.RLock()
 	runs := r.snapshotLocked()
@@ -271,24 +283,25 @@ func (r *Registry) Close() error {
 	}
 	r.mu.RUnlock()
 
-	released := make(chan struct{})
+	released := make(chan error, 1)
 	go func() {
-		defer close(released)
 		ctx, cancel := context.WithTimeout(context.Background(), closeReleaseTimeout)
 		defer cancel()
-		r.releaseAll(ctx, runs)
+		released <- r.releaseAll(ctx, runs)
 	}()
 	timer := time.NewTimer(closeReleaseTimeout)
 	defer timer.Stop()
+	var err error
 	select {
-	case <-released:
+	case err = <-released:
 	case <-timer.C:
-		drained = false
+		err = context.DeadlineExceeded
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("streamcancel: close: removing the markers of %d runs failed, they expire after the TTL: %w", len(runs), err))
 	}
 
-	if !drained {
-		r.closeErr = errors.New("streamcancel: close: a Redis call is still in flight; its goroutine ends when the call returns, and a marker it writes expires after the TTL")
-	}
+	r.closeErr = errors.Join(errs...)
 	close(r.closeDone)
 	return r.closeErr
 }
@@ -324,11 +337,19 @@ func (r *Registry) drop(c *Checker, callDone <-chan struct{}) {
 		return
 	}
 
+	r.releaseAfterLocked(c, callDone)
+}
+
+// releaseAfterLocked deletes c's marker once callDone is closed, because
+// the call behind it may still write the marker. Until then c is in
+// r.releasing, where Close finds it. r.mu must be held.
+func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 	r.releasing[c] = struct{}{}
 	if r.closed {
 		// Close deletes the markers of the runs in r.releasing.
 		return
 	}
+
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -401,6 +422,10 @@ func (r *Registry) release(c *Checker) error {
 		return nil
 	}
 	r.removeLocked(c)
+	if c.startDone != nil && !isClosed(c.startDone) {
+		// Start failed open and its registration may still land.
+		r.releaseAfterLocked(c, c.startDone)
+	}
 	call := spawnCallLocked(r, context.Background(), func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err()
 	})
@@ -413,10 +438,11 @@ func (r *Registry) release(c *Checker) error {
 	return nil
 }
 
-// releaseAll deletes the markers of runs in one pipeline.
-func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) {
+// releaseAll deletes the markers of runs in one pipeline and returns the
+// first error.
+func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) error {
 	if len(runs) == 0 {
-		return
+		return nil
 	}
 	cmds := make([]redis.Cmder, len(runs))
 	err := r.pipelineScripts(ctx, releaseScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
@@ -428,6 +454,17 @@ func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) {
 	}
 	if err != nil {
 		r.reportError(kindRelease, runs[0].streamID, err)
+	}
+	return err
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -89,7 +89,7 @@ func (l *chunkLoop) hasEnded() bool {
 // A streams chat-1 with a chunk every 10ms. After 20 chunks B cancels it:
 // B's result reports the run as found, A's loop ends within 100ms of the
 // Cancel call, and the cause of A's context matches ErrCanceled.
-func TestScenarioF1StopLandsOnOtherNode(t *testing.T) {
+func TestScenarioStopLandsOnOtherNode(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		a := e.registry(t, "node-a")
 		b := e.registry(t, "node-b")
@@ -122,7 +122,7 @@ func TestScenarioF1StopLandsOnOtherNode(t *testing.T) {
 // and afterwards exactly one subscriber of A's channel is alive. It needs
 // a redis-server of its own because miniredis has no CLIENT KILL and the
 // shared server's subscribers belong to other tests.
-func TestScenarioF2SubscriberConnectionDropped(t *testing.T) {
+func TestScenarioSubscriberConnectionDropped(t *testing.T) {
 	const poll = time.Second
 	e := ownServer(t)
 	a := e.registry(t, "node-a", streamcancel.WithPollInterval(poll))
@@ -175,7 +175,7 @@ func TestScenarioF2SubscriberConnectionDropped(t *testing.T) {
 // during the outage. A registers its run again once Redis is back, so a
 // cancel from B finds it and stops A within PollInterval + 200ms. The
 // registries use the default options, so PollInterval is 1s.
-func TestScenarioF3RedisRestartedWithoutPersistence(t *testing.T) {
+func TestScenarioRedisRestartedWithoutPersistence(t *testing.T) {
 	const poll = time.Second // the default
 	e := ownServer(t)
 	a := e.registry(t, "node-a")
@@ -229,7 +229,7 @@ func TestScenarioF3RedisRestartedWithoutPersistence(t *testing.T) {
 // NOTE: the target is at most 10% longer than with a healthy Redis. This
 // machine is shared and timing is noisy, so the assertion allows 50% plus
 // 100ms and the test logs the measured times.
-func TestScenarioF4SlowRedisDoesNotStallLoop(t *testing.T) {
+func TestScenarioSlowRedisDoesNotStallLoop(t *testing.T) {
 	const chunks = 1000
 	e := ownServer(t)
 	proxy := newProxy(t, e.addr)
@@ -293,7 +293,7 @@ func TestScenarioF4SlowRedisDoesNotStallLoop(t *testing.T) {
 // the outage returns within its bound with a working Checker, Cancel
 // during the outage returns an error and never Found=true, and after
 // Redis is back a cancel of the run started during the outage stops it.
-func TestScenarioF5RedisDown(t *testing.T) {
+func TestScenarioRedisDown(t *testing.T) {
 	const (
 		outage  = 10 * time.Second
 		runs    = 50
@@ -376,7 +376,7 @@ func TestScenarioF5RedisDown(t *testing.T) {
 // With a TTL of 1s, A runs a stream for 5s and B cancels it at 4s. The
 // marker's PTTL is above zero at every 100ms sample, B's cancel finds the
 // run, and A stops within 200ms.
-func TestScenarioF6RunLongerThanLease(t *testing.T) {
+func TestScenarioRunLongerThanLease(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		const ttl = time.Second
 		a := e.registry(t, "node-a", streamcancel.WithTTL(ttl))
@@ -420,7 +420,7 @@ func TestScenarioF6RunLongerThanLease(t *testing.T) {
 // With a TTL of 1s, A starts 100 runs, then its connections are cut and it
 // never calls Close, as a node that dies. TTL + 500ms later no key of those
 // runs exists, and B's cancel of each of them returns Found=false.
-func TestScenarioF7NodeDiesWithoutCleanup(t *testing.T) {
+func TestScenarioNodeDiesWithoutCleanup(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		const ttl = time.Second
 		proxy := newProxy(t, e.addr)
@@ -467,7 +467,7 @@ func TestScenarioF7NodeDiesWithoutCleanup(t *testing.T) {
 // their caller gives up during Start, and some cancels find no run. At
 // every sample during the churn each key under the prefix has a TTL, and
 // after the longest TTL no key is left.
-func TestScenarioF8NoOrphanKeys(t *testing.T) {
+func TestScenarioNoOrphanKeys(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		const shortTTL, longTTL = 500 * time.Millisecond, time.Second
 		proxy := newProxy(t, e.addr)
@@ -580,7 +580,7 @@ func TestScenarioF8NoOrphanKeys(t *testing.T) {
 // from a cut connection or a foreign value at the run key, never make a
 // run's context end, and a Cancel that fails on them does not return
 // ErrCanceled.
-func TestScenarioF9CancelCauseIsDistinct(t *testing.T) {
+func TestScenarioCancelCauseIsDistinct(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		const poll = 10 * time.Millisecond
 		a := e.registry(t, "node-a", streamcancel.WithPollInterval(poll), streamcancel.WithCheckEvery(1))

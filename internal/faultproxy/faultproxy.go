@@ -174,8 +174,10 @@ func (p *Proxy) accept() {
 		}
 
 		l := &link{client: client, server: server, done: make(chan struct{})}
+		// Refuse or Close may have been called while the target was
+		// dialed, and Cut does not see links that are not added yet.
 		p.mu.Lock()
-		if p.closed {
+		if p.closed || p.refuse {
 			p.mu.Unlock()
 			l.reset()
 			continue

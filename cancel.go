@@ -110,7 +110,8 @@ func (c *Checker) Context() context.Context {
 // Err returns nil while the run is active. After a cancel from any node it
 // returns an error matching both ErrCanceled and context.Canceled. When the
 // parent context ended first it returns the parent's error, such as
-// context.DeadlineExceeded. After Close it returns context.Canceled.
+// context.DeadlineExceeded. After Close without an earlier cancel it
+// returns context.Canceled.
 func (c *Checker) Err() error {
 	err := c.ctx.Err()
 	if err == nil {

@@ -21,8 +21,11 @@ const (
 
 // message is the log message of an error of kind k.
 func (k errorKind) message() string {
-	if k == kindConflict {
+	switch k {
+	case kindConflict:
 		return "streamcancel: run lost its marker to another run of the stream"
+	case kindStart:
+		return "streamcancel: start failed to register the run; it continues unregistered"
 	}
 	return "streamcancel: " + k.String() + " failed"
 }
@@ -48,6 +51,7 @@ func (k errorKind) String() string {
 // once-per-10-seconds limit.
 type Stats struct {
 	// ActiveRuns is the number of runs on this registry not yet closed.
+	// After Registry.Close the run counts no longer change.
 	ActiveRuns int
 
 	// UnregisteredRuns is the number of active runs whose marker is not

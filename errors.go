@@ -5,8 +5,9 @@ import (
 	"errors"
 )
 
-// Sentinel errors. Errors returned by this package wrap one of them with
-// details, so compare with [errors.Is].
+// Sentinel errors. Errors for invalid input, conflicts and a closed
+// registry wrap one of them with details; errors from Redis and from
+// contexts wrap the underlying error. Compare with [errors.Is].
 var (
 	// ErrInvalidStreamID is returned by Start and Cancel for an empty
 	// stream ID or one longer than MaxStreamIDLen bytes.

@@ -135,9 +135,9 @@ func newConfig(opts []Option) (config, error) {
 		pollInterval: defaultPollInterval,
 		keyPrefix:    defaultKeyPrefix,
 	}
-	for _, opt := range opts {
+	for i, opt := range opts {
 		if opt == nil {
-			return config{}, fmt.Errorf("%w: nil Option", ErrInvalidOption)
+			return config{}, fmt.Errorf("%w: NewRegistry option %d is a nil Option; pass options made by the With functions", ErrInvalidOption, i+1)
 		}
 		opt.apply(&cfg)
 	}

@@ -517,7 +517,7 @@ func TestStartTimeoutLogNamesCause(t *testing.T) {
 	require.NoError(t, err, "Start fails open")
 	defer chk.Close()
 
-	records := logs.find("start failed")
+	records := logs.find("start failed to register")
 	require.Len(t, records, 1)
 	t.Logf("logged error: %q", records[0]["error"])
 	assert.Contains(t, records[0]["error"], "500ms", "logged error of a Start that timed out")

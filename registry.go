@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,16 +87,17 @@ type CancelResult struct {
 	Pushed bool
 }
 
-// NewRegistry returns a Registry that uses rdb, which may be a
-// *redis.Client, a failover (Sentinel) client or a *redis.ClusterClient.
+// NewRegistry returns a Registry that uses rdb, a *redis.Client or any
+// other redis.UniversalClient. NOTE: only *redis.Client on a single Redis
+// is tested so far; failover (Sentinel) and cluster clients are not.
 // It fails only on a nil client, a nil Option or an option value out of
 // range, with an error matching ErrInvalidOption; it does not contact Redis, so it succeeds while Redis
 // is unreachable and connects when it can.
 //
 // The caller keeps ownership of rdb and closes it after Registry.Close.
 func NewRegistry(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: the Redis client is nil", ErrInvalidOption)
+	if rdb == nil || isNilPointer(rdb) {
+		return nil, fmt.Errorf("%w: the Redis client is nil; pass a go-redis client such as the one redis.NewClient returns", ErrInvalidOption)
 	}
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -183,7 +185,7 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 		return c, nil
 	case reply.state == stateOther:
 		r.drop(c, nil)
-		return nil, fmt.Errorf("%w: stream %q runs on node %q; cancel it first or wait for it to end", ErrAlreadyActive, streamID, reply.node)
+		return nil, fmt.Errorf("%w: stream %q runs on node %q; cancel it and start again once that run has closed, or wait for it to end", ErrAlreadyActive, streamID, reply.node)
 	}
 
 	c.registered.Store(true)
@@ -227,7 +229,7 @@ func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, e
 	}
 	if err != nil {
 		r.stats.cancelErrors.Add(1)
-		return CancelResult{}, fmt.Errorf("streamcancel: cancel %q: %w", streamID, err)
+		return CancelResult{}, fmt.Errorf("streamcancel: cancel %q: the cancel may or may not be recorded, retry it: %w", streamID, err)
 	}
 
 	// A run on this registry stops at once, without the Pub/Sub round trip.
@@ -316,7 +318,7 @@ func (r *Registry) add(c *Checker) error {
 		return fmt.Errorf("%w: start %q: create a new Registry to start runs", ErrClosed, c.streamID)
 	}
 	if _, ok := r.byStream[c.streamID]; ok {
-		return fmt.Errorf("%w: stream %q runs on this node (%q); cancel it first or wait for it to end", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
+		return fmt.Errorf("%w: stream %q runs on this node (%q); cancel it and start again once that run has closed, or wait for it to end", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
 	}
 	r.byStream[c.streamID] = c
 	r.byToken[c.token] = c
@@ -456,6 +458,13 @@ func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) error {
 		r.reportError(kindRelease, runs[0].streamID, err)
 	}
 	return err
+}
+
+// isNilPointer reports whether v holds a nil pointer, such as a nil
+// *redis.Client passed as a redis.UniversalClient.
+func isNilPointer(v interface{}) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Ptr && rv.IsNil()
 }
 
 // isClosed reports whether ch is closed.

@@ -542,7 +542,7 @@ func TestNewRegistryRejectsInvalidOptions(t *testing.T) {
 		{"prefix too long", streamcancel.WithKeyPrefix(strings.Repeat("p", 129)), "WithKeyPrefix"},
 		{"empty node ID", streamcancel.WithNodeID(""), `WithNodeID("")`},
 		{"node ID too long", streamcancel.WithNodeID(strings.Repeat("n", 129)), "WithNodeID"},
-		{"nil option", nil, "nil Option"},
+		{"nil option", nil, "option 1 is a nil Option"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -555,6 +555,9 @@ func TestNewRegistryRejectsInvalidOptions(t *testing.T) {
 
 	_, err := streamcancel.NewRegistry(nil)
 	assert.ErrorIs(t, err, streamcancel.ErrInvalidOption, "nil client")
+	var typedNil *redis.Client
+	_, err = streamcancel.NewRegistry(typedNil)
+	assert.ErrorIs(t, err, streamcancel.ErrInvalidOption, "nil *redis.Client")
 }
 
 func TestNewRegistryAcceptsLimits(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/streamcancel/streamcancel"
+	"github.com/streamcancel/streamcancel/internal/redistest"
 )
 
 // The tests in this file cover races in the run lifecycle that could leave
@@ -165,51 +166,12 @@ func TestStaleReleaseSurvivesClose(t *testing.T) {
 	})
 }
 
-// silentServer accepts connections on a loopback port and never replies,
-// like a Redis that hangs. It closes the listener and the connections
-// when the test ends.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}
-	}()
-
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, conn := range conns {
-			_ = conn.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // Registry.Close returns within about one second on a server that accepts
 // connections but never replies. go-redis v9.0.0's PubSub.ReceiveTimeout
 // holds the PubSub's mutex while it dials and waits for the HELLO reply,
 // up to the client's ReadTimeout, and PubSub.Close needs that mutex.
 func TestRegistryCloseSilentServer(t *testing.T) {
-	addr := silentServer(t)
+	addr := redistest.SilentServer(t)
 	rdb := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: 2 * time.Second})
 	defer rdb.Close()
 	a, err := streamcancel.NewRegistry(rdb, streamcancel.WithNodeID("node-a"))

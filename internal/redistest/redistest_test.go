@@ -82,46 +82,6 @@ func closedAddr(t *testing.T) string {
 	return addr
 }
 
-// silentListener accepts connections on a loopback port and never replies,
-// like a server that hangs. It returns the address and closes the listener
-// and the connections in t.Cleanup.
-func silentListener(t *testing.T) string {
-	t.Helper()
-
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := listener.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-		}
-	}()
-
-	t.Cleanup(func() {
-		_ = listener.Close()
-		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, conn := range conns {
-			_ = conn.Close()
-		}
-	})
-	return listener.Addr().String()
-}
-
 // countKeys returns the number of keys that match pattern, using SCAN.
 func countKeys(t *testing.T, client *redis.Client, pattern string) int {
 	t.Helper()
@@ -330,7 +290,7 @@ func TestSharedFailsWhenRequired(t *testing.T) {
 }
 
 func TestSharedSkipsWhenServerHangs(t *testing.T) {
-	addr := silentListener(t)
+	addr := redistest.SilentServer(t)
 	t.Setenv(redistest.AddrEnv, addr)
 	t.Setenv(redistest.RequireEnv, "")
 

@@ -134,7 +134,7 @@ func (c *Checker) StreamID() string {
 // It is idempotent and safe to defer.
 //
 // Close waits at most 500ms for Redis. It returns an error when the marker
-// could not be removed; the run has ended locally either way, and the
+// could not be removed. The run has ended locally either way, and the
 // marker then expires after the registry's TTL. Later calls return the
 // same error. After Registry.Close has begun, Close only ends the run
 // locally and returns nil, because Registry.Close removes the markers and

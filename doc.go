@@ -1,5 +1,5 @@
 // Package streamcancel stops a streaming loop on one node when any other
-// node of the service asks it to, using Redis as the meeting point.
+// node of the service requests it, with Redis between the nodes.
 //
 // A [Registry] marks each active run of a stream in Redis with a lease,
 // records cancels as stored records, pushes them over Pub/Sub and re-reads

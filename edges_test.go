@@ -327,3 +327,30 @@ func TestCancelGivesUpAfterFiveSeconds(t *testing.T) {
 	assert.GreaterOrEqual(t, elapsed, 5*time.Second, "Cancel duration")
 	assert.Less(t, elapsed, 6*time.Second, "Cancel duration")
 }
+
+// A run whose stream another run took over is registered again once that
+// other run's marker is gone, so it can be canceled again.
+func TestTakenOverRunRegisteredAgain(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
+		b := e.registry(t, "node-b")
+		c := e.client(t)
+
+		chk, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		defer chk.Close()
+		require.NoError(t, c.HSet(ctx, e.runKey("chat-1"), "token", "0123456789abcdef0123456789abcdef", "node", "node-b").Err())
+		require.Eventually(t, func() bool { return a.Stats().Conflicts > 0 }, time.Second, 5*time.Millisecond, "conflicts counted")
+
+		require.NoError(t, c.Del(ctx, e.runKey("chat-1")).Err())
+		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, time.Second, 5*time.Millisecond, "run registered again")
+		node, err := c.HGet(ctx, e.runKey("chat-1"), "node").Result()
+		require.NoError(t, err)
+		assert.Equal(t, "node-a", node)
+
+		res, err := b.Cancel(ctx, "chat-1")
+		require.NoError(t, err)
+		require.True(t, res.Found)
+		waitDone(t, chk, time.Second)
+	})
+}

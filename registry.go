@@ -24,11 +24,10 @@ const pollQueueSize = 1024
 // of a stream wherever it runs; Close stops the registry. A Registry is
 // safe for concurrent use. Create one per process and share it.
 //
-// In the background a registry runs two goroutines: a subscriber that
-// receives cancels pushed over Pub/Sub and checks that its connection is
-// alive, and a loop that re-reads the cancel records of all local runs
-// every PollInterval and extends their leases every TTL/3, each in one
-// pipelined round trip.
+// In the background a registry runs two goroutines. A subscriber receives
+// cancels pushed over Pub/Sub and checks that its connection is alive. A
+// loop re-reads the cancel records of all local runs every PollInterval
+// and extends their leases every TTL/3, each in one pipelined round trip.
 type Registry struct {
 	rdb redis.UniversalClient
 	cfg config
@@ -91,8 +90,8 @@ type CancelResult struct {
 // other redis.UniversalClient. NOTE: only *redis.Client on a single Redis
 // is tested so far; failover (Sentinel) and cluster clients are not.
 // It fails only on a nil client, a nil Option or an option value out of
-// range, with an error matching ErrInvalidOption; it does not contact Redis, so it succeeds while Redis
-// is unreachable and connects when it can.
+// range, with an error matching ErrInvalidOption. It does not contact
+// Redis, so it succeeds while Redis is unreachable and connects when it can.
 //
 // The caller keeps ownership of rdb and closes it after Registry.Close.
 func NewRegistry(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {

@@ -477,7 +477,12 @@ func TestStreamIDsAreOpaque(t *testing.T) {
 	ids := []string{
 		"plain", "a:b", "a*", "*", "a?", "[a]", "{a}", "a}", "{", "}", "{}",
 		"a%7D", "%", "%25", "a b", "a\nb", "\x00", "cuộc trò chuyện", "会话",
+		"\xff\xfe\xfd", "\r\n", "\x00\x00", "}%7D", "%7D}", "%257D",
 		strings.Repeat("z", streamcancel.MaxStreamIDLen),
+		strings.Repeat("}", streamcancel.MaxStreamIDLen),
+		strings.Repeat("%", streamcancel.MaxStreamIDLen),
+		strings.Repeat("{", streamcancel.MaxStreamIDLen),
+		strings.Repeat("é", streamcancel.MaxStreamIDLen/2),
 	}
 	eachBackend(t, func(t *testing.T, e *env) {
 		a := e.registry(t, "node-a")
@@ -521,6 +526,9 @@ func TestInvalidStreamID(t *testing.T) {
 		}
 		_, err := a.Start(ctx, long)
 		assert.ErrorContains(t, err, "513 bytes")
+		multibyte := strings.Repeat("é", streamcancel.MaxStreamIDLen/2+1)
+		_, err = a.Start(ctx, multibyte)
+		assert.ErrorIs(t, err, streamcancel.ErrInvalidStreamID, "ID of %d bytes", len(multibyte))
 		assert.Empty(t, e.keys(t, e.client(t)))
 	})
 }

@@ -94,7 +94,7 @@ func parseCancelReply(v interface{}) (cancelReply, error) {
 	return cancelReply{found: true, node: node, receivers: receivers, token: token}, nil
 }
 
-// isNoScript reports whether err says that Redis lacks a script, as after
+// isNoScript reports whether err is Redis's NOSCRIPT error for a missing script, as after
 // a restart or SCRIPT FLUSH.
 func isNoScript(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")

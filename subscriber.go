@@ -14,7 +14,7 @@ const (
 	maxResubscribeDelay = time.Second
 )
 
-// errNoPong reports a subscriber connection that stopped answering.
+// errNoPong reports a subscriber connection that stopped replying.
 var errNoPong = errors.New("no reply to PING on the Pub/Sub connection")
 
 // subscribe keeps one subscription to the node's cancel channel alive and
@@ -101,9 +101,9 @@ func (r *Registry) listen(ps *redis.PubSub) (subscribed bool, err error) {
 	}
 }
 
-// requestResync asks the background loop to read all records now. The
-// pushes that arrived while the subscriber was away are lost, and this
-// pass finds their records.
+// requestResync requests an immediate read of all records from the
+// background loop. Pushes sent while the subscriber was away are lost,
+// and this pass finds their records.
 func (r *Registry) requestResync() {
 	select {
 	case r.resync <- struct{}{}:

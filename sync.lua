@@ -6,7 +6,7 @@
 -- reads.
 -- Returns {state, canceled, node}: state 2 when this call created the
 -- marker, 1 when the marker is this run's, 0 when it is missing, -1 when
--- another run holds the stream. canceled is 1 when a cancel of this run is
+-- the marker contains another run's token. canceled is 1 when a cancel of this run is
 -- recorded. node is the node of the run that holds the stream.
 local cur = redis.call('HMGET', KEYS[1], 'token', 'cancel', 'node')
 local token, cancel, node = cur[1], cur[2], cur[3] or ''

@@ -254,8 +254,8 @@ func (l *link) reset() {
 	})
 }
 
-// resetConn closes c so that the peer sees a reset rather than an orderly
-// close.
+// resetConn closes c so that the peer gets a TCP reset rather than an
+// orderly close.
 func resetConn(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)

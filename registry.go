@@ -184,7 +184,7 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 		return c, nil
 	case reply.state == stateOther:
 		r.drop(c, nil)
-		return nil, fmt.Errorf("%w: stream %q runs on node %q; cancel it and start again once that run has closed, or wait for it to end", ErrAlreadyActive, streamID, reply.node)
+		return nil, fmt.Errorf("%w: stream %q runs on node %q; start again once that run's Checker is closed, after canceling it if needed", ErrAlreadyActive, streamID, reply.node)
 	}
 
 	c.registered.Store(true)
@@ -317,7 +317,7 @@ func (r *Registry) add(c *Checker) error {
 		return fmt.Errorf("%w: start %q: create a new Registry to start runs", ErrClosed, c.streamID)
 	}
 	if _, ok := r.byStream[c.streamID]; ok {
-		return fmt.Errorf("%w: stream %q runs on this node (%q); cancel it and start again once that run has closed, or wait for it to end", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
+		return fmt.Errorf("%w: stream %q runs on this node (%q); start again once that run's Checker is closed, after canceling it if needed", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
 	}
 	r.byStream[c.streamID] = c
 	r.byToken[c.token] = c

@@ -358,8 +358,8 @@ func printCancelReport(out io.Writer, a, b *node, rep cancelReport) {
 	fmt.Fprintf(out, "  tokens delivered:  %d of %d\n", rep.delivered, rep.total)
 	fmt.Fprintf(out, "  %s Cancel:     found=%t node=%q pushed=%t, returned after %v\n",
 		b.name, rep.result.Found, rep.result.NodeID, rep.result.Pushed, roundDuration(rep.returned))
-	fmt.Fprintf(out, "  cancel latency:    %s's context done after %s, its loop stopped after %s\n",
-		a.name, formatLatency(rep.contextDone), formatLatency(rep.loopStopped))
+	fmt.Fprintf(out, "  cancel latency:    %s's loop stopped after %s; a watcher goroutine saw its context done after %s\n",
+		a.name, formatLatency(rep.loopStopped), formatLatency(rep.contextDone))
 	fmt.Fprintf(out, "  cause:             %v (matches ErrCanceled: %t)\n",
 		rep.cause, errors.Is(rep.cause, streamcancel.ErrCanceled))
 }

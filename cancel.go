@@ -189,7 +189,6 @@ func (c *Checker) stopDuration() time.Duration {
 	return time.Since(time.Unix(0, at))
 }
 
-
 // takePoll reports whether a poll of this run may go to Redis now: at
 // most one per gap, so a run whose push path is down does not send a
 // poll every few chunks.

@@ -28,8 +28,9 @@ type Checker struct {
 	// group is the group the run joined, or empty.
 	group string
 
-	// takeover is true until the run is registered when it replaces an
-	// active run of its stream at registration, as WithTakeover asks.
+	// takeover is true while a run started with WithTakeover has not been
+	// registered yet. Its registration replaces an active run of the
+	// stream; later registrations, after a lost marker, do not.
 	takeover atomic.Bool
 
 	// canceledAt is when a cancel or takeover reached the run, in Unix
@@ -153,7 +154,8 @@ func (c *Checker) StreamID() string {
 
 // Close ends the run and removes its marker from Redis, comparing the
 // run's token so that a newer run of the same stream is never touched.
-// It is idempotent and safe to defer.
+// CancelAndWait calls waiting for the run, on any node, return then. It
+// also removes the run from its group. It is idempotent and safe to defer.
 //
 // Close waits at most 500ms for Redis. It returns an error when the marker
 // could not be removed. The run has ended locally either way, and the

@@ -22,5 +22,8 @@
 //		send(tok)
 //	}
 //
-// Any node stops it with reg.Cancel(ctx, streamID).
+// Any node stops it with reg.Cancel(ctx, streamID). CancelAndWait also
+// confirms that the run ended, CancelGroup stops every run of a group, and
+// the options WithPendingCancel, WithTakeover and WithReason keep an early
+// Stop, replace a running stream and say why a run stopped.
 package streamcancel

@@ -24,8 +24,8 @@ import (
 // neither canceled nor counted.
 //
 // When Redis fails or ctx ends first, CancelGroup returns an error together
-// with the number of runs whose cancel is recorded so far; others may or
-// may not be. When ctx has no deadline, it gives up after 5s. It returns
+// with the number of runs whose cancel is known to be recorded. The cancels
+// of other members may or may not be recorded then. When ctx has no deadline, it gives up after 5s. It returns
 // ErrInvalidGroup for an invalid group, ErrInvalidReason for an invalid
 // reason and ErrClosed after Close. It is safe for concurrent use.
 func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...CancelOption) (int, error) {
@@ -34,7 +34,7 @@ func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...Cancel
 	}
 	cfg, err := newCancelConfig(opts)
 	if err != nil {
-		return 0, fmt.Errorf("cancel group %q: %w", group, err)
+		return 0, err
 	}
 
 	timeout := cancelTimeout

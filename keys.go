@@ -88,8 +88,8 @@ func streamKey(prefix, streamID, name string) string {
 }
 
 // groupKey returns the key of a group's members, a sorted set. The escaped
-// group name is its hash tag, so each group has one slot of its own, and
-// no script touches both a group's key and a stream's keys.
+// group name is its hash tag, so a group's bookkeeping sits in one slot,
+// and no script touches both a group's key and a stream's keys.
 func groupKey(prefix, group string) string {
 	return prefix + ":group:{" + tagEscaper.Replace(group) + "}:runs"
 }

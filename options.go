@@ -51,9 +51,9 @@ const (
 	// deadline.
 	cancelWaitTimeout = 30 * time.Second
 
-	// endedTTL is the lease of the record a run leaves when it ends after
-	// a cancel, which CancelAndWait reads when a push is lost. It covers
-	// many poll intervals of any waiter.
+	// endedTTL is the lease of the record a run leaves when it ends while
+	// a node waits for it, which CancelAndWait reads when a push is lost.
+	// It covers many poll intervals of any waiter.
 	endedTTL = time.Minute
 
 	// closeDrainTimeout and closeReleaseTimeout split Registry.Close's

@@ -21,8 +21,10 @@ const pollQueueSize = 1024
 // any node that shares its Redis and key prefix.
 //
 // Start begins a run and returns its Checker; Cancel stops the active run
-// of a stream wherever it runs; Close stops the registry. A Registry is
-// safe for concurrent use. Create one per process and share it.
+// of a stream wherever it runs; Close stops the registry. CancelAndWait
+// also waits until the run has ended, and CancelGroup stops every run that
+// joined a group through WithGroup. A Registry is safe for concurrent use.
+// Create one per process and share it.
 //
 // In the background a registry runs two goroutines. A subscriber receives
 // cancels pushed over Pub/Sub and checks that its connection is alive. A
@@ -90,7 +92,7 @@ type CancelResult struct {
 	Pushed bool
 
 	// Pending is true when no run was active and a pending cancel is now
-	// stored for the next Start of the stream, as WithPendingCancel asks.
+	// stored for the next Start of the stream (see WithPendingCancel).
 	Pending bool
 
 	// StopDuration is set by CancelAndWait: how long the run took to end,
@@ -174,7 +176,7 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 	}
 	cfg, err := newStartConfig(opts)
 	if err != nil {
-		return nil, fmt.Errorf("start %q: %w", streamID, err)
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("streamcancel: start %q: %w", streamID, err)
@@ -276,7 +278,7 @@ func (r *Registry) Cancel(ctx context.Context, streamID string, opts ...CancelOp
 	}
 	cfg, err := newCancelConfig(opts)
 	if err != nil {
-		return CancelResult{}, fmt.Errorf("cancel %q: %w", streamID, err)
+		return CancelResult{}, err
 	}
 
 	res, _, err := r.cancel(ctx, streamID, cfg, cancelTimeout, 0)
@@ -551,7 +553,7 @@ func (r *Registry) releaseArgs(c *Checker, mode string) []interface{} {
 
 // releaseAll deletes the markers of runs in one pipeline and returns the
 // first error. Mode releaseEnd also stores the ended records of runs that
-// nodes wait for and notifies those nodes; releaseDetach only deletes.
+// nodes wait for and notifies those nodes. Mode releaseDetach only deletes.
 func (r *Registry) releaseAll(ctx context.Context, runs []*Checker, mode string) error {
 	if len(runs) == 0 {
 		return nil

@@ -15,13 +15,17 @@
 -- stream, or of the run that took over.
 local token, node, ttl, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
-local by = redis.call('HGET', KEYS[3], token)
-if by then
-  return {-2, 1, by, ''}
-end
-
 local cur = redis.call('HMGET', KEYS[1], 'token', 'cancel', 'node', 'reason')
 local holder = cur[1]
+
+-- A replaced run never holds the marker again, so only a run that does
+-- not hold it needs to look for its takeover record.
+if holder ~= token then
+  local by = redis.call('HGET', KEYS[3], token)
+  if by then
+    return {-2, 1, by, ''}
+  end
+end
 
 if holder and holder ~= token then
   if mode ~= 'takeover' then

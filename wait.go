@@ -2,12 +2,9 @@ package streamcancel
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // CancelAndWait cancels the active run of streamID like Cancel, then
@@ -15,8 +12,8 @@ import (
 // whatever node it runs. It returns the result with StopDuration set.
 //
 // The run's node pushes the end to this node over Pub/Sub and also stores
-// it in Redis for a minute; while no push arrives, CancelAndWait reads
-// that record once every PollInterval. A stream with no active run
+// it in Redis for a minute. While no push arrives, CancelAndWait reads that
+// record once every PollInterval. A stream with no active run
 // returns Found false, or Pending true under WithPendingCancel, at once.
 //
 // When ctx ends before the run does, CancelAndWait returns an error that
@@ -33,7 +30,7 @@ func (r *Registry) CancelAndWait(ctx context.Context, streamID string, opts ...C
 	}
 	cfg, err := newCancelConfig(opts)
 	if err != nil {
-		return CancelResult{}, fmt.Errorf("cancel %q: %w", streamID, err)
+		return CancelResult{}, err
 	}
 
 	if _, ok := ctx.Deadline(); !ok {
@@ -79,12 +76,14 @@ func (r *Registry) CancelAndWait(ctx context.Context, streamID string, opts ...C
 
 // readEnded reads the ended record of the run with the given token. It
 // reports false when there is none or Redis fails; the caller tries again
-// at the next tick.
+// at the next tick. A push that arrives meanwhile waits in the buffered
+// channel of addWaiter.
 func (r *Registry) readEnded(ctx context.Context, streamID, token string) (time.Duration, bool) {
-	v, err := bounded(r, ctx, r.cfg.pollInterval, func(ctx context.Context) (string, error) {
+	v, err := bounded(r, ctx, max(r.cfg.pollInterval, time.Second), func(ctx context.Context) (string, error) {
 		return r.rdb.HGet(ctx, streamKey(r.cfg.keyPrefix, streamID, "ended"), token).Result()
 	})
-	if errors.Is(err, redis.Nil) || err != nil {
+	if err != nil {
+		// redis.Nil: the run has not ended yet.
 		return 0, false
 	}
 	us, err := strconv.ParseInt(v, 10, 64)
@@ -122,8 +121,8 @@ func (r *Registry) removeWaiter(token string, ch chan time.Duration) {
 	r.waiters[token] = list
 }
 
-// notifyEnded tells the CancelAndWait calls on this registry that wait for
-// the run with the given token that it ended.
+// notifyEnded wakes the CancelAndWait calls on this registry that wait for
+// the end of the run with the given token.
 func (r *Registry) notifyEnded(token string, d time.Duration) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -23,7 +23,7 @@
 //	}
 //
 // Any node stops it with reg.Cancel(ctx, streamID). CancelAndWait also
-// confirms that the run ended, CancelGroup stops every run of a group, and
-// the options WithPendingCancel, WithTakeover and WithReason keep an early
-// Stop, replace a running stream and say why a run stopped.
+// confirms that the run ended, and CancelGroup stops every run of a group.
+// WithPendingCancel keeps a Stop that arrives before Start, WithTakeover
+// replaces a running stream, and WithReason tells the run why it stopped.
 package streamcancel

@@ -113,7 +113,7 @@ func TestPendingCancelExpiry(t *testing.T) {
 	})
 }
 
-// A pending cancel is stored only when no run is active; a cancel of an
+// A pending cancel is stored only when no run is active. A cancel of an
 // active run stops that run and leaves no record for the next one.
 func TestPendingCancelOnlyWithoutRun(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {

@@ -14,7 +14,7 @@ import (
 
 // A Start with WithTakeover on another node replaces the active run: the
 // new run owns the stream at once, and the old run ends with a cause that
-// says which node took it over.
+// names the node that took it over.
 func TestTakeoverReplacesRun(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		a := e.registry(t, "node-a")

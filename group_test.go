@@ -187,3 +187,35 @@ func TestCancelGroupRacesStart(t *testing.T) {
 		}
 	})
 }
+
+// A run whose Start failed open joins its group when a background pass
+// registers it, and a pending cancel stops it then.
+func TestFailOpenRunJoinsGroupLater(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		proxy := newProxy(t, e.addr)
+		a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(50*time.Millisecond))
+		b := e.registry(t, "node-b", streamcancel.WithPendingCancel(5*time.Second))
+
+		proxy.Refuse(true)
+		proxy.Cut()
+		member, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err, "Start fails open")
+		defer member.Close()
+		res, err := b.Cancel(ctx, "chat-2", streamcancel.WithReason("early stop"))
+		require.NoError(t, err)
+		require.True(t, res.Pending)
+		early, err := a.Start(ctx, "chat-2")
+		require.NoError(t, err, "Start fails open")
+		defer early.Close()
+		require.Equal(t, 2, a.Stats().UnregisteredRuns)
+
+		proxy.Refuse(false)
+		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, 5*time.Second, 10*time.Millisecond, "runs registered")
+		assert.Equal(t, "early stop", causeOf(t, early).Reason, "pending cancel applied at registration")
+
+		n, err := b.CancelGroup(ctx, "conv-1")
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "runs canceled")
+		waitDone(t, member, time.Second)
+	})
+}

@@ -160,3 +160,27 @@ func TestCancelAndWaitRegistryClosed(t *testing.T) {
 		assert.True(t, res.Found)
 	})
 }
+
+// A registry that closes while its loop still runs removes the run's
+// marker but does not report the run ended: the waiter times out.
+func TestCancelAndWaitRunNodeClosed(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a")
+		b := e.registry(t, "node-b", streamcancel.WithPollInterval(20*time.Millisecond))
+
+		chk, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		defer chk.Close()
+		go func() {
+			<-chk.Context().Done()
+			// The loop keeps going while its registry closes.
+			_ = a.Close()
+		}()
+
+		waitCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		res, err := b.CancelAndWait(waitCtx, "chat-1")
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.True(t, res.Found)
+	})
+}

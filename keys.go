@@ -36,7 +36,7 @@ func validateGroup(group string) error {
 		return fmt.Errorf("%w: the group name is empty; pass the name of a conversation, user or other set of runs", ErrInvalidGroup)
 	}
 	if len(group) > MaxGroupLen {
-		return fmt.Errorf("%w: the group name is %d bytes, the maximum is %d; use a shorter name or a hash of it", ErrInvalidGroup, len(group), MaxGroupLen)
+		return fmt.Errorf("%w: the group name %.32q... is %d bytes, the maximum is %d; use a shorter name or a hash of it", ErrInvalidGroup, group, len(group), MaxGroupLen)
 	}
 	return nil
 }

@@ -33,9 +33,10 @@ type Checker struct {
 	// stream; later registrations, after a lost marker, do not.
 	takeover atomic.Bool
 
-	// canceledAt is when a cancel or takeover reached the run, in Unix
-	// nanoseconds, or 0.
+	// canceledAt is when a cancel or takeover reached the run, and
+	// closedAt when Close was called, in Unix nanoseconds, or 0.
 	canceledAt atomic.Int64
+	closedAt   atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -165,6 +166,7 @@ func (c *Checker) StreamID() string {
 // reports whether that failed.
 func (c *Checker) Close() error {
 	c.closeOnce.Do(func() {
+		c.closedAt.Store(time.Now().UnixNano())
 		c.closed.Store(true)
 		c.done.Store(true)
 		c.cancel(nil)
@@ -182,13 +184,18 @@ func (c *Checker) cancelRemote(cause *CancelError) {
 }
 
 // stopDuration returns how long the run took from the arrival of its
-// cancel until now, or 0 when no cancel arrived.
+// cancel until Close, or until now before Close. It is 0 when no cancel
+// arrived.
 func (c *Checker) stopDuration() time.Duration {
-	at := c.canceledAt.Load()
-	if at == 0 {
+	canceled := c.canceledAt.Load()
+	if canceled == 0 {
 		return 0
 	}
-	return time.Since(time.Unix(0, at))
+	end := c.closedAt.Load()
+	if end == 0 {
+		end = time.Now().UnixNano()
+	}
+	return time.Duration(max(end-canceled, 0))
 }
 
 // takePoll reports whether a poll of this run may go to Redis now: at

@@ -1,6 +1,7 @@
 package streamcancel_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -196,5 +197,43 @@ func TestTwoTakeoversAtOnce(t *testing.T) {
 			_ = runs[0].Close()
 			_ = runs[1].Close()
 		}
+	})
+}
+
+// Every kind of key the new cancel semantics write has a TTL: group
+// members, takeover records, pending cancels, wait records and ended
+// records.
+func TestEveryNewKeyHasTTL(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a")
+		b := e.registry(t, "node-b", streamcancel.WithPendingCancel(time.Minute))
+		c := e.client(t)
+
+		old, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err)
+		defer old.Close()
+		next, err := b.Start(ctx, "chat-1", streamcancel.WithTakeover())
+		require.NoError(t, err)
+		defer next.Close()
+		waitDone(t, old, time.Second)
+
+		_, err = b.Cancel(ctx, "chat-2")
+		require.NoError(t, err)
+
+		stubborn, err := a.Start(ctx, "chat-3")
+		require.NoError(t, err)
+		waitCtx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		_, err = b.CancelAndWait(waitCtx, "chat-3")
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		waitTTL, err := c.PTTL(ctx, e.prefix+":{chat-3}:wait").Result()
+		require.NoError(t, err)
+		assert.True(t, waitTTL > 0 && waitTTL <= 1050*time.Millisecond, "TTL of the wait record: got %v, want (0, 1.05s]", waitTTL)
+		require.NoError(t, stubborn.Close())
+
+		for _, key := range []string{"group:{conv-1}:runs", "{chat-1}:over", "{chat-1}:run", "{chat-2}:pending", "{chat-3}:ended"} {
+			assert.Contains(t, e.keys(t, c), e.prefix+":"+key)
+		}
+		assertKeysExpire(t, e, c)
 	})
 }

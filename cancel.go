@@ -21,6 +21,23 @@ type Checker struct {
 	token    string
 	every    uint64
 
+	// syncKeys and releaseKeys are the KEYS of sync.lua and release.lua.
+	syncKeys    []string
+	releaseKeys []string
+
+	// group is the group the run joined, or empty.
+	group string
+
+	// takeover is true while a run started with WithTakeover has not been
+	// registered yet. Its registration replaces an active run of the
+	// stream; later registrations, after a lost marker, do not.
+	takeover atomic.Bool
+
+	// canceledAt is when a cancel or takeover reached the run, and
+	// closedAt when Close was called, in Unix nanoseconds, or 0.
+	canceledAt atomic.Int64
+	closedAt   atomic.Int64
+
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
@@ -54,18 +71,23 @@ type Checker struct {
 	closeErr  error
 }
 
-func newChecker(parent context.Context, reg *Registry, streamID string) *Checker {
+func newChecker(parent context.Context, reg *Registry, streamID string, cfg startConfig) *Checker {
 	ctx, cancel := context.WithCancelCause(parent)
+	prefix := reg.cfg.keyPrefix
 	c := &Checker{
 		reg:      reg,
 		streamID: streamID,
-		key:      runKey(reg.cfg.keyPrefix, streamID),
-		token:    randomHex(16),
+		key:      runKey(prefix, streamID),
+		token:    randomHex(tokenLen / 2),
 		every:    uint64(reg.cfg.checkEvery),
+		group:    cfg.group,
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	c.syncKeys = []string{c.key, streamKey(prefix, streamID, "pending"), streamKey(prefix, streamID, "over")}
+	c.releaseKeys = []string{c.key, streamKey(prefix, streamID, "wait"), streamKey(prefix, streamID, "ended"), streamKey(prefix, streamID, "over")}
 	c.starting.Store(true)
+	c.takeover.Store(cfg.takeover)
 
 	// The parent may end at any time; mirror that into the flag that
 	// Cancelled reads. AfterFunc runs at once if ctx is already done.
@@ -101,14 +123,16 @@ func (c *Checker) Cancelled() bool {
 
 // Context returns the run's context. It is derived from the context given
 // to Start and is done when the run is canceled from any node, when that
-// parent ends, or when the Checker is closed. After a cancel,
-// context.Cause of it matches ErrCanceled.
+// parent ends, or when the Checker is closed. After a cancel or a
+// takeover, context.Cause of it is a *CancelError that matches
+// ErrCanceled.
 func (c *Checker) Context() context.Context {
 	return c.ctx
 }
 
-// Err returns nil while the run is active. After a cancel from any node it
-// returns an error matching both ErrCanceled and context.Canceled. When the
+// Err returns nil while the run is active. After a cancel from any node or
+// a takeover it returns the *CancelError cause, which matches both
+// ErrCanceled and context.Canceled and carries the reason. When the
 // parent context ended first it returns the parent's error, such as
 // context.DeadlineExceeded. After Close without an earlier cancel it
 // returns context.Canceled.
@@ -131,7 +155,8 @@ func (c *Checker) StreamID() string {
 
 // Close ends the run and removes its marker from Redis, comparing the
 // run's token so that a newer run of the same stream is never touched.
-// It is idempotent and safe to defer.
+// CancelAndWait calls waiting for the run, on any node, return then. It
+// also removes the run from its group. It is idempotent and safe to defer.
 //
 // Close waits at most 500ms for Redis. It returns an error when the marker
 // could not be removed. The run has ended locally either way, and the
@@ -141,6 +166,7 @@ func (c *Checker) StreamID() string {
 // reports whether that failed.
 func (c *Checker) Close() error {
 	c.closeOnce.Do(func() {
+		c.closedAt.Store(time.Now().UnixNano())
 		c.closed.Store(true)
 		c.done.Store(true)
 		c.cancel(nil)
@@ -149,10 +175,27 @@ func (c *Checker) Close() error {
 	return c.closeErr
 }
 
-// cancelRemote ends the run because of a Cancel from any node.
-func (c *Checker) cancelRemote() {
+// cancelRemote ends the run because of a cancel from any node or a
+// takeover. The first cause stays.
+func (c *Checker) cancelRemote(cause *CancelError) {
+	c.canceledAt.CompareAndSwap(0, time.Now().UnixNano())
 	c.done.Store(true)
-	c.cancel(canceledError{})
+	c.cancel(cause)
+}
+
+// stopDuration returns how long the run took from the arrival of its
+// cancel until Close, or until now before Close. It is 0 when no cancel
+// arrived.
+func (c *Checker) stopDuration() time.Duration {
+	canceled := c.canceledAt.Load()
+	if canceled == 0 {
+		return 0
+	}
+	end := c.closedAt.Load()
+	if end == 0 {
+		end = time.Now().UnixNano()
+	}
+	return time.Duration(max(end-canceled, 0))
 }
 
 // takePoll reports whether a poll of this run may go to Redis now: at

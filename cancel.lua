@@ -1,15 +1,41 @@
 -- Records a cancel of the active run of a stream, then pushes it to the
 -- node that runs it. Both steps run atomically, so a subscriber that gets
 -- the push finds the record already stored.
--- KEYS[1]: the stream's run key. ARGV[1]: the channel prefix; the run's
--- node ID completes the channel name.
--- Returns {0} when no run is active, else {1, node, receivers, token}.
-local cur = redis.call('HMGET', KEYS[1], 'token', 'node')
-local token, node = cur[1], cur[2] or ''
-if not token then
-  return {0}
+-- KEYS[1]: the stream's run key. KEYS[2]: its pending key. KEYS[3]: its
+-- wait key.
+-- ARGV[1]: the channel prefix. ARGV[2]: the reason, may be empty.
+-- ARGV[3]: the token of the run to cancel; empty cancels whatever run is
+-- active. ARGV[4]: the node that waits for the run's end; empty when none
+-- waits. ARGV[5]: the lease in ms of the wait record. ARGV[6]: the lease in
+-- ms of a pending cancel; 0 stores none.
+-- Returns {0, pending} when no matching run is active, where pending is 1
+-- when a pending cancel was stored, else {1, node, receivers, token}.
+local cur = redis.call('HMGET', KEYS[1], 'token', 'node', 'cancel')
+local token, node, canceled = cur[1], cur[2] or '', cur[3]
+if not token or (ARGV[3] ~= '' and token ~= ARGV[3]) then
+  local pendingTTL = tonumber(ARGV[6])
+  if token or ARGV[3] ~= '' or pendingTTL <= 0 then
+    return {0, 0}
+  end
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', pendingTTL)
+  return {0, 1}
 end
 
-redis.call('HSET', KEYS[1], 'cancel', token)
-local receivers = redis.call('PUBLISH', ARGV[1] .. node, token)
+-- The first cancel's reason stays; later cancels of the run push it again.
+local reason = ARGV[2]
+if canceled ~= token then
+  redis.call('HSET', KEYS[1], 'cancel', token, 'reason', reason)
+else
+  reason = redis.call('HGET', KEYS[1], 'reason') or ''
+end
+
+if ARGV[4] ~= '' then
+  local waitTTL = tonumber(ARGV[5])
+  redis.call('HSET', KEYS[3], token .. ':' .. ARGV[4], 1)
+  if redis.call('PTTL', KEYS[3]) < waitTTL then
+    redis.call('PEXPIRE', KEYS[3], waitTTL)
+  end
+end
+
+local receivers = push(ARGV[1], node, 'cancel ' .. token .. ' ' .. reason)
 return {1, node, receivers, token}

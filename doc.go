@@ -22,5 +22,8 @@
 //		send(tok)
 //	}
 //
-// Any node stops it with reg.Cancel(ctx, streamID).
+// Any node stops it with reg.Cancel(ctx, streamID). CancelAndWait also
+// confirms that the run ended, and CancelGroup stops every run of a group.
+// WithPendingCancel keeps a Stop that arrives before Start, WithTakeover
+// replaces a running stream, and WithReason tells the run why it stopped.
 package streamcancel

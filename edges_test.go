@@ -28,26 +28,29 @@ func downClient(t *testing.T) *redis.Client {
 // as its TTL. In read and extend mode it reports the marker as missing and
 // writes nothing.
 func TestSyncScriptCreatesOnRegisterOnly(t *testing.T) {
+	push, err := os.ReadFile("push.lua")
+	require.NoError(t, err)
 	source, err := os.ReadFile("sync.lua")
 	require.NoError(t, err)
-	script := redis.NewScript(string(source))
+	script := redis.NewScript(string(push) + string(source))
 	const token = "0123456789abcdef0123456789abcdef"
 	const ttl = 5 * time.Second
 
 	eachBackend(t, func(t *testing.T, e *env) {
 		c := e.client(t)
 		key := e.runKey("chat-1")
+		keys := []string{key, e.prefix + ":{chat-1}:pending", e.prefix + ":{chat-1}:over"}
 
 		for _, mode := range []string{"read", "extend"} {
-			reply, err := script.Run(ctx, c, []string{key}, token, "node-a", ttl.Milliseconds(), mode).Slice()
+			reply, err := script.Run(ctx, c, keys, token, "node-a", ttl.Milliseconds(), mode, e.prefix+":node:").Slice()
 			require.NoError(t, err, "mode %s", mode)
-			assert.Equal(t, []interface{}{int64(0), int64(0), ""}, reply, "reply in mode %s", mode)
+			assert.Equal(t, []interface{}{int64(0), int64(0), "", ""}, reply, "reply in mode %s", mode)
 			assert.Empty(t, e.keys(t, c), "keys after mode %s", mode)
 		}
 
-		reply, err := script.Run(ctx, c, []string{key}, token, "node-a", ttl.Milliseconds(), "register").Slice()
+		reply, err := script.Run(ctx, c, keys, token, "node-a", ttl.Milliseconds(), "register", e.prefix+":node:").Slice()
 		require.NoError(t, err)
-		assert.Equal(t, []interface{}{int64(2), int64(0), "node-a"}, reply, "reply in mode register")
+		assert.Equal(t, []interface{}{int64(2), int64(0), "node-a", ""}, reply, "reply in mode register")
 		pttl, err := c.PTTL(ctx, key).Result()
 		require.NoError(t, err)
 		assert.Greater(t, pttl, time.Duration(0), "marker PTTL")

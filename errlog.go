@@ -66,7 +66,8 @@ type Stats struct {
 	// Subscriptions counts successful SUBSCRIBE calls, the first included.
 	Subscriptions uint64
 
-	// PushesReceived counts cancel messages received over Pub/Sub,
+	// PushesReceived counts messages received over Pub/Sub (cancels,
+	// takeovers and the ends of runs that CancelAndWait waits for),
 	// including those for runs of other registries with the same node ID.
 	PushesReceived uint64
 

@@ -49,27 +49,39 @@ func TestParseRepliesRejectForeignValues(t *testing.T) {
 	syncCases := []interface{}{
 		nil, "OK", int64(1), []interface{}{}, []interface{}{int64(1), int64(0)},
 		[]interface{}{"1", int64(0), "a"}, []interface{}{int64(7), int64(0), "a"},
-		[]interface{}{int64(1), int64(0), int64(3)},
+		[]interface{}{int64(1), int64(0), int64(3)}, []interface{}{int64(1), int64(0), "a"},
+		[]interface{}{int64(-3), int64(0), "a", ""}, []interface{}{int64(1), int64(0), "a", int64(1)},
 	}
 	for i, v := range syncCases {
 		_, err := parseSyncReply(v)
 		assert.Error(t, err, "case %d: %#v", i, v)
 	}
-	reply, err := parseSyncReply([]interface{}{int64(1), int64(1), "node-a"})
+	reply, err := parseSyncReply([]interface{}{int64(1), int64(1), "node-a", "user pressed Stop"})
 	require.NoError(t, err)
-	assert.Equal(t, syncReply{state: stateHeld, canceled: true, node: "node-a"}, reply)
+	assert.Equal(t, syncReply{state: stateHeld, canceled: true, node: "node-a", reason: "user pressed Stop"}, reply)
 
 	cancelCases := []interface{}{
 		nil, "x", []interface{}{}, []interface{}{"0"}, []interface{}{int64(1)},
 		[]interface{}{int64(1), "a", "b", "c"}, []interface{}{int64(1), "a", int64(1), int64(2)},
+		[]interface{}{int64(0)}, []interface{}{int64(0), "1"},
 	}
 	for i, v := range cancelCases {
 		_, err := parseCancelReply(v)
 		assert.Error(t, err, "case %d: %#v", i, v)
 	}
-	got, err := parseCancelReply([]interface{}{int64(0)})
+	got, err := parseCancelReply([]interface{}{int64(0), int64(1)})
 	require.NoError(t, err)
 	assert.False(t, got.found)
+	assert.True(t, got.pending)
+
+	for _, member := range []string{"", "chat-1", "0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef-chat-1"} {
+		_, _, ok := parseGroupMember(member)
+		assert.False(t, ok, "member %q", member)
+	}
+	token, streamID, ok := parseGroupMember(groupMember("0123456789abcdef0123456789abcdef", "a:b:c"))
+	require.True(t, ok)
+	assert.Equal(t, "0123456789abcdef0123456789abcdef", token)
+	assert.Equal(t, "a:b:c", streamID)
 }
 
 func TestErrorLogLimitsRecords(t *testing.T) {

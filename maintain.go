@@ -51,7 +51,7 @@ func (r *Registry) loadScripts() {
 	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.pollInterval, time.Second))
 	defer cancel()
 
-	for _, script := range []*redis.Script{syncScript, cancelScript, releaseScript} {
+	for _, script := range allScripts {
 		if err := script.Load(ctx, r.rdb).Err(); err != nil {
 			return
 		}
@@ -111,14 +111,14 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	err := r.pipelineScripts(ctx, syncScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
 		m := mode
 		if !runs[i].registered.Load() {
-			m = modeRegister
+			m = runs[i].registerMode()
 		}
 		cmds[i] = r.syncCmd(ctx, pipe, runs[i], m)
 		return cmds[i]
 	})
 
 	errStream := runs[0].streamID
-	var lost, stale []*Checker
+	var lost, stale, join []*Checker
 	for i, c := range runs {
 		reply, cerr := parseSyncReply(cmds[i].Val())
 		if cmds[i].Err() != nil {
@@ -135,12 +135,21 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 			lost = append(lost, c)
 		case syncStale:
 			stale = append(stale, c)
+		case syncDone:
+			// A refresh extends group memberships with the leases, and a
+			// new marker's run joins its group.
+			if c.group != "" && (mode == modeExtend || reply.state == stateRegistered) {
+				join = append(join, c)
+			}
 		}
 	}
 
 	// One failed pass is one error, however many runs it covered.
 	if err != nil && r.ctx.Err() == nil {
 		r.reportError(kindSync, errStream, err)
+	}
+	if len(join) > 0 {
+		r.joinGroups(ctx, join)
 	}
 	if len(lost) > 0 && mode != modeRegister {
 		r.syncRuns(lost, modeRegister)
@@ -150,7 +159,7 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 		// must go all the same.
 		releaseCtx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 		defer cancel()
-		_ = r.releaseAll(releaseCtx, stale)
+		_ = r.releaseAll(releaseCtx, stale, releaseEnd)
 	}
 }
 
@@ -171,12 +180,17 @@ func (r *Registry) applySync(c *Checker, reply syncReply) int {
 			return syncDone
 		}
 		return syncLost
+	case stateTakenOver:
+		c.registered.Store(false)
+		c.cancelRemote(&CancelError{TakenOverBy: reply.node})
+		return syncDone
 	case stateOther:
 		c.registered.Store(false)
 		r.reportError(kindConflict, c.streamID, fmt.Errorf("the run's marker expired and a run on node %q now holds the stream; this run keeps going but cannot be canceled until that run ends", reply.node))
 		return syncDone
 	case stateRegistered:
 		c.registered.Store(true)
+		c.takeover.Store(false)
 		if c.closed.Load() {
 			return syncStale
 		}
@@ -185,14 +199,14 @@ func (r *Registry) applySync(c *Checker, reply syncReply) int {
 	}
 
 	if reply.canceled {
-		c.cancelRemote()
+		c.cancelRemote(&CancelError{Reason: reply.reason})
 	}
 	return syncDone
 }
 
 // runSync runs sync.lua for one run, outside a pipeline.
 func (r *Registry) runSync(ctx context.Context, c *Checker, mode string) (syncReply, error) {
-	v, err := syncScript.Run(ctx, r.rdb, []string{c.key}, c.syncArgs(mode)...).Result()
+	v, err := syncScript.Run(ctx, r.rdb, c.syncKeys, c.syncArgs(mode)...).Result()
 	if err != nil {
 		return syncReply{}, err
 	}
@@ -200,11 +214,20 @@ func (r *Registry) runSync(ctx context.Context, c *Checker, mode string) (syncRe
 }
 
 func (r *Registry) syncCmd(ctx context.Context, pipe redis.Pipeliner, c *Checker, mode string) *redis.Cmd {
-	return syncScript.EvalSha(ctx, pipe, []string{c.key}, c.syncArgs(mode)...)
+	return syncScript.EvalSha(ctx, pipe, c.syncKeys, c.syncArgs(mode)...)
 }
 
 func (c *Checker) syncArgs(mode string) []interface{} {
-	return []interface{}{c.token, c.reg.cfg.nodeID, c.reg.cfg.ttl.Milliseconds(), mode}
+	return []interface{}{c.token, c.reg.cfg.nodeID, c.reg.cfg.ttl.Milliseconds(), mode, nodeChannelPrefix(c.reg.cfg.keyPrefix)}
+}
+
+// registerMode is the sync.lua mode that registers c: modeTakeover when c
+// replaces an active run of its stream, else modeRegister.
+func (c *Checker) registerMode() string {
+	if c.takeover.Load() {
+		return modeTakeover
+	}
+	return modeRegister
 }
 
 // firstError returns the first error among cmds.

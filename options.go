@@ -23,6 +23,8 @@ const (
 const (
 	minTTL          = 100 * time.Millisecond
 	minPollInterval = 10 * time.Millisecond
+	minPendingTTL   = 10 * time.Millisecond
+	maxPendingTTL   = time.Hour
 	maxKeyPrefixLen = 128
 	maxNodeIDLen    = 128
 )
@@ -41,8 +43,18 @@ const (
 	// releaseTimeout bounds the Redis part of Checker.Close.
 	releaseTimeout = 500 * time.Millisecond
 
-	// cancelTimeout caps Cancel when the caller's context has no deadline.
+	// cancelTimeout caps Cancel and CancelGroup when the caller's context
+	// has no deadline.
 	cancelTimeout = 5 * time.Second
+
+	// cancelWaitTimeout caps CancelAndWait when the caller's context has no
+	// deadline.
+	cancelWaitTimeout = 30 * time.Second
+
+	// endedTTL is the lease of the record a run leaves when it ends while
+	// a node waits for it, which CancelAndWait reads when a push is lost.
+	// It covers many poll intervals of any waiter.
+	endedTTL = time.Minute
 
 	// closeDrainTimeout and closeReleaseTimeout split Registry.Close's
 	// one-second budget between waiting for calls in flight and removing
@@ -74,6 +86,8 @@ type config struct {
 	nodeID       string
 	nodeIDSet    bool
 	logger       *slog.Logger
+	pendingTTL   time.Duration // 0 when pending cancels are off
+	pendingSet   bool
 }
 
 // WithCheckEvery sets how many Cancelled calls pass between two requests
@@ -127,6 +141,24 @@ func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) { c.logger = l })
 }
 
+// WithPendingCancel makes a Cancel that finds no active run store a
+// pending cancel for ttl, so that the next Start of the same stream ID
+// within ttl, on any node, returns a Checker that is already canceled.
+// CancelResult.Pending reports that one was stored. Start consumes the
+// record, so it stops one run only. ttl must be 10ms to 1h. By default no
+// pending cancel is stored.
+//
+// The option affects the Cancel calls of this registry; every registry
+// honours a pending cancel at Start. Use it only when stream IDs are not
+// reused for new work within ttl: a Stop that arrives after a run ended
+// also leaves a record, and that record stops the next run of the same ID.
+func WithPendingCancel(ttl time.Duration) Option {
+	return optionFunc(func(c *config) {
+		c.pendingTTL = ttl
+		c.pendingSet = true
+	})
+}
+
 // newConfig applies opts over the defaults and validates the result.
 func newConfig(opts []Option) (config, error) {
 	cfg := config{
@@ -167,6 +199,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: WithKeyPrefix(%q): the prefix must be 1 to %d bytes", ErrInvalidOption, c.keyPrefix, maxKeyPrefixLen)
 	case strings.ContainsAny(c.keyPrefix, "{}"):
 		return fmt.Errorf("%w: WithKeyPrefix(%q): the prefix must not contain '{' or '}' because the library sets the hash tag", ErrInvalidOption, c.keyPrefix)
+	case c.pendingSet && (c.pendingTTL < minPendingTTL || c.pendingTTL > maxPendingTTL):
+		return fmt.Errorf("%w: WithPendingCancel(%v): the TTL must be %v to %v", ErrInvalidOption, c.pendingTTL, minPendingTTL, maxPendingTTL)
 	case c.nodeIDSet && (c.nodeID == "" || len(c.nodeID) > maxNodeIDLen):
 		return fmt.Errorf("%w: WithNodeID(%q): the node ID must be 1 to %d bytes", ErrInvalidOption, c.nodeID, maxNodeIDLen)
 	}
@@ -196,6 +230,9 @@ func defaultNodeID() string {
 	}
 	return host + "-" + randomHex(4)
 }
+
+// tokenLen is the length of a run token: 16 random bytes as hex.
+const tokenLen = 32
 
 // randomHex returns n random bytes as hex.
 func randomHex(n int) string {

@@ -21,8 +21,10 @@ const pollQueueSize = 1024
 // any node that shares its Redis and key prefix.
 //
 // Start begins a run and returns its Checker; Cancel stops the active run
-// of a stream wherever it runs; Close stops the registry. A Registry is
-// safe for concurrent use. Create one per process and share it.
+// of a stream wherever it runs; Close stops the registry. CancelAndWait
+// also waits until the run has ended, and CancelGroup stops every run that
+// joined a group through WithGroup. A Registry is safe for concurrent use.
+// Create one per process and share it.
 //
 // In the background a registry runs two goroutines. A subscriber receives
 // cancels pushed over Pub/Sub and checks that its connection is alive. A
@@ -55,6 +57,10 @@ type Registry struct {
 	closeDone chan struct{}
 	closeErr  error
 
+	// waiters holds, by run token, the channels of CancelAndWait calls
+	// on this registry that wait for that run's end.
+	waiters map[string][]chan time.Duration
+
 	pollQueue chan *Checker
 	resync    chan struct{}
 
@@ -84,6 +90,15 @@ type CancelResult struct {
 	// best-effort: false does not mean the cancel is lost, because the
 	// stored record still stops the run.
 	Pushed bool
+
+	// Pending is true when no run was active and a pending cancel is now
+	// stored for the next Start of the stream (see WithPendingCancel).
+	Pending bool
+
+	// StopDuration is set by CancelAndWait: how long the run took to end,
+	// from the moment its cancel reached its node until its Checker was
+	// closed. It is 0 when the run ended before the cancel reached it.
+	StopDuration time.Duration
 }
 
 // NewRegistry returns a Registry that uses rdb, a *redis.Client or any
@@ -113,6 +128,7 @@ func NewRegistry(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
 		byToken:   make(map[string]*Checker),
 		byStream:  make(map[string]*Checker),
 		releasing: make(map[*Checker]struct{}),
+		waiters:   make(map[string][]chan time.Duration),
 		closeDone: make(chan struct{}),
 		pollQueue: make(chan *Checker, pollQueueSize),
 		resync:    make(chan struct{}, 1),
@@ -135,9 +151,17 @@ func (r *Registry) NodeID() string {
 //
 // Start registers the run in Redis, waiting at most 500ms. It returns an
 // error matching ErrAlreadyActive when a run of streamID is active on any
-// node, ErrInvalidStreamID for an invalid ID and ErrClosed after Close.
-// When ctx ends before Start returns, Start returns ctx's error, and a
-// marker that its Redis call writes later is deleted.
+// node, unless WithTakeover is given, ErrInvalidStreamID for an invalid
+// ID, ErrInvalidGroup for an invalid WithGroup, ErrInvalidOption for a nil
+// option and ErrClosed after Close. When ctx ends before Start returns,
+// Start returns ctx's error, and a marker that its Redis call writes later
+// is deleted.
+//
+// When a pending cancel of streamID is stored (see WithPendingCancel),
+// Start consumes it and returns a Checker that is already canceled: its
+// first Cancelled call returns true. With WithGroup, Start also adds the
+// run to the group before it returns; when that fails, the run stays out
+// of the group until the next lease refresh adds it.
 //
 // When Redis fails or does not reply within 500ms, Start fails open: it
 // logs the error and returns a working Checker, and the registry registers
@@ -146,26 +170,31 @@ func (r *Registry) NodeID() string {
 // another node succeeds.
 //
 // Start is safe for concurrent use.
-func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error) {
+func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOption) (*Checker, error) {
 	if err := validateStreamID(streamID); err != nil {
+		return nil, err
+	}
+	cfg, err := newStartConfig(opts)
+	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("streamcancel: start %q: %w", streamID, err)
 	}
 
-	c := newChecker(ctx, r, streamID)
-	if err := r.add(c); err != nil {
+	c := newChecker(ctx, r, streamID, cfg)
+	replaced, err := r.add(c)
+	if err != nil {
 		c.closed.Store(true)
 		c.cancel(nil)
 		return nil, err
 	}
 
-	call, err := startCall(r, ctx, func(ctx context.Context) (syncReply, error) {
-		return r.runSync(ctx, c, modeRegister)
+	call, err := startCall(r, ctx, func(ctx context.Context) (startReply, error) {
+		return r.register(ctx, c)
 	})
 	if err != nil {
-		r.drop(c, nil)
+		r.drop(c, nil, replaced)
 		return nil, fmt.Errorf("%w: start %q: create a new Registry to start runs", err, streamID)
 	}
 	c.startDone = call.done
@@ -174,21 +203,57 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 
 	switch {
 	case ctx.Err() != nil:
-		r.drop(c, call.done)
+		r.drop(c, call.done, replaced)
 		return nil, fmt.Errorf("streamcancel: start %q: %w", streamID, ctx.Err())
 	case errors.Is(err, context.DeadlineExceeded):
 		r.reportError(kindStart, streamID, fmt.Errorf("Redis did not reply within %v; the run stays unregistered until a background pass registers it: %w", startTimeout, err))
+		r.replaceLocal(replaced)
 		return c, nil
 	case err != nil:
 		r.reportError(kindStart, streamID, fmt.Errorf("the run stays unregistered until a background pass registers it: %w", err))
+		r.replaceLocal(replaced)
 		return c, nil
 	case reply.state == stateOther:
-		r.drop(c, nil)
-		return nil, fmt.Errorf("%w: stream %q runs on node %q; start again once that run's Checker is closed, after canceling it if needed", ErrAlreadyActive, streamID, reply.node)
+		r.drop(c, nil, replaced)
+		return nil, fmt.Errorf("%w: stream %q runs on node %q; start again once that run's Checker is closed, after canceling it if needed, or start with WithTakeover", ErrAlreadyActive, streamID, reply.node)
 	}
 
 	c.registered.Store(true)
+	c.takeover.Store(false)
+	r.replaceLocal(replaced)
+	if reply.joinErr != nil {
+		r.reportError(kindStart, streamID, fmt.Errorf("adding the run to its group failed; the next lease refresh adds it: %w", reply.joinErr))
+	}
+	if reply.canceled {
+		c.cancelRemote(&CancelError{Reason: reply.reason})
+	}
 	return c, nil
+}
+
+// replaceLocal cancels a local run that a new run took over, without
+// waiting for the push that the takeover sends to this node.
+func (r *Registry) replaceLocal(replaced *Checker) {
+	if replaced != nil {
+		replaced.cancelRemote(&CancelError{TakenOverBy: r.cfg.nodeID})
+	}
+}
+
+// startReply is the result of Start's Redis call.
+type startReply struct {
+	syncReply
+
+	// joinErr is the error of adding the run to its group, if that failed.
+	joinErr error
+}
+
+// register registers c in Redis, replacing an active run if c takes over,
+// and adds a new marker's run to its group.
+func (r *Registry) register(ctx context.Context, c *Checker) (startReply, error) {
+	reply, err := r.runSync(ctx, c, c.registerMode())
+	if err != nil || reply.state != stateRegistered || c.group == "" {
+		return startReply{syncReply: reply}, err
+	}
+	return startReply{syncReply: reply, joinErr: r.joinGroup(ctx, c)}, nil
 }
 
 // Cancel stops the active run of streamID on whatever node it runs. It
@@ -197,45 +262,66 @@ func (r *Registry) Start(ctx context.Context, streamID string) (*Checker, error)
 // for the run to stop.
 //
 // When no run is active, Cancel returns Found false and leaves nothing
-// behind, so a later run of the same ID is not affected. A cancel affects
-// only the run that was active when Cancel was called.
+// behind, so a later run of the same ID is not affected, unless the
+// registry has WithPendingCancel. A cancel affects only the run that was
+// active when Cancel was called. WithReason attaches a reason that the run
+// reads from its cause.
 //
 // Cancel returns an error, never Found true, when Redis fails or ctx ends
 // first; the cancel may or may not have been recorded then. When ctx has
 // no deadline, Cancel gives up after 5s. It returns ErrInvalidStreamID
-// for an invalid ID and ErrClosed after Close. It is safe for concurrent
-// use.
-func (r *Registry) Cancel(ctx context.Context, streamID string) (CancelResult, error) {
+// for an invalid ID, ErrInvalidReason for an invalid reason and ErrClosed
+// after Close. It is safe for concurrent use.
+func (r *Registry) Cancel(ctx context.Context, streamID string, opts ...CancelOption) (CancelResult, error) {
 	if err := validateStreamID(streamID); err != nil {
 		return CancelResult{}, err
 	}
+	cfg, err := newCancelConfig(opts)
+	if err != nil {
+		return CancelResult{}, err
+	}
 
-	timeout := cancelTimeout
+	res, _, err := r.cancel(ctx, streamID, cfg, cancelTimeout, 0)
+	return res, err
+}
+
+// cancel runs cancel.lua for the active run of streamID and cancels the
+// run at once when it is local. When wait is positive, it also records
+// this node as waiting for the run's end for that long. It returns the
+// canceled run's token.
+func (r *Registry) cancel(ctx context.Context, streamID string, cfg cancelConfig, capTimeout, wait time.Duration) (CancelResult, string, error) {
+	timeout := capTimeout
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = time.Until(deadline)
 	}
+	waiter := ""
+	if wait > 0 {
+		waiter = r.cfg.nodeID
+	}
 
 	reply, err := bounded(r, ctx, timeout, func(ctx context.Context) (cancelReply, error) {
-		keys := []string{runKey(r.cfg.keyPrefix, streamID)}
-		v, err := cancelScript.Run(ctx, r.rdb, keys, nodeChannelPrefix(r.cfg.keyPrefix)).Result()
+		keys := []string{runKey(r.cfg.keyPrefix, streamID), streamKey(r.cfg.keyPrefix, streamID, "pending"), streamKey(r.cfg.keyPrefix, streamID, "wait")}
+		args := []interface{}{nodeChannelPrefix(r.cfg.keyPrefix), cfg.reason, "", waiter, wait.Milliseconds(), r.cfg.pendingTTL.Milliseconds()}
+		v, err := cancelScript.Run(ctx, r.rdb, keys, args...).Result()
 		if err != nil {
 			return cancelReply{}, err
 		}
 		return parseCancelReply(v)
 	})
 	if errors.Is(err, ErrClosed) {
-		return CancelResult{}, fmt.Errorf("%w: cancel %q: use a registry that is not closed", err, streamID)
+		return CancelResult{}, "", fmt.Errorf("%w: cancel %q: use a registry that is not closed", err, streamID)
 	}
 	if err != nil {
 		r.stats.cancelErrors.Add(1)
-		return CancelResult{}, fmt.Errorf("streamcancel: cancel %q: the cancel may or may not be recorded, retry it: %w", streamID, err)
+		return CancelResult{}, "", fmt.Errorf("streamcancel: cancel %q: the cancel may or may not be recorded, retry it: %w", streamID, err)
 	}
 
 	// A run on this registry stops at once, without the Pub/Sub round trip.
 	if reply.found {
-		r.deliver(reply.token)
+		r.deliver(reply.token, &CancelError{Reason: cfg.reason})
 	}
-	return CancelResult{Found: reply.found, NodeID: reply.node, Pushed: reply.receivers > 0}, nil
+	res := CancelResult{Found: reply.found, NodeID: reply.node, Pushed: reply.receivers > 0, Pending: reply.pending}
+	return res, reply.token, nil
 }
 
 // Close stops the registry's background goroutines and removes the markers
@@ -288,7 +374,7 @@ func (r *Registry) Close() error {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), closeReleaseTimeout)
 		defer cancel()
-		released <- r.releaseAll(ctx, runs)
+		released <- r.releaseAll(ctx, runs, releaseDetach)
 	}()
 	timer := time.NewTimer(closeReleaseTimeout)
 	defer timer.Stop()
@@ -307,33 +393,42 @@ func (r *Registry) Close() error {
 	return r.closeErr
 }
 
-// add stores c as a local run. It fails when the registry is closed or a
-// local run of the same stream is active.
-func (r *Registry) add(c *Checker) error {
+// add stores c as a local run. It fails when the registry is closed or,
+// unless c takes over, when a local run of the same stream is active. It
+// returns the local run that c takes over, if any; that run stays in the
+// registry until its Checker is closed.
+func (r *Registry) add(c *Checker) (replaced *Checker, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
 	if r.closed {
-		return fmt.Errorf("%w: start %q: create a new Registry to start runs", ErrClosed, c.streamID)
+		return nil, fmt.Errorf("%w: start %q: create a new Registry to start runs", ErrClosed, c.streamID)
 	}
-	if _, ok := r.byStream[c.streamID]; ok {
-		return fmt.Errorf("%w: stream %q runs on this node (%q); start again once that run's Checker is closed, after canceling it if needed", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
+	if old, ok := r.byStream[c.streamID]; ok {
+		if !c.takeover.Load() {
+			return nil, fmt.Errorf("%w: stream %q runs on this node (%q); start again once that run's Checker is closed, after canceling it if needed, or start with WithTakeover", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
+		}
+		replaced = old
 	}
 	r.byStream[c.streamID] = c
 	r.byToken[c.token] = c
-	return nil
+	return replaced, nil
 }
 
-// drop ends a run that Start does not return. When callDone is not nil, a
-// Redis call that may still write the run's marker is in flight, so the
-// marker is deleted once that call has returned.
-func (r *Registry) drop(c *Checker, callDone <-chan struct{}) {
+// drop ends a run that Start does not return, and gives the stream back
+// to the local run it was to replace. When callDone is not nil, a Redis
+// call that may still write the run's marker is in flight, so the marker
+// is deleted once that call has returned.
+func (r *Registry) drop(c *Checker, callDone <-chan struct{}, replaced *Checker) {
 	c.closed.Store(true)
 	c.cancel(nil)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.removeLocked(c)
+	if replaced != nil && !replaced.closed.Load() && r.byToken[replaced.token] == replaced {
+		r.byStream[c.streamID] = replaced
+	}
 	if callDone == nil {
 		return
 	}
@@ -360,7 +455,7 @@ func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 		// than that gains nothing.
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ttl)
 		defer cancel()
-		if err := releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err(); err != nil {
+		if err := r.releaseRun(ctx, c, releaseEnd); err != nil {
 			r.reportError(kindRelease, c.streamID, err)
 		}
 
@@ -403,13 +498,13 @@ func (r *Registry) snapshotLocked() []*Checker {
 
 // deliver cancels the local run with the given token, if there is one.
 // Tokens of other nodes' runs are ignored.
-func (r *Registry) deliver(token string) {
+func (r *Registry) deliver(token string, cause *CancelError) {
 	r.mu.RLock()
 	c := r.byToken[token]
 	r.mu.RUnlock()
 
 	if c != nil {
-		c.cancelRemote()
+		c.cancelRemote(cause)
 	}
 }
 
@@ -423,12 +518,20 @@ func (r *Registry) release(c *Checker) error {
 		return nil
 	}
 	r.removeLocked(c)
+	r.notifyEndedLocked(c.token, c.stopDuration())
 	if c.startDone != nil && !isClosed(c.startDone) {
 		// Start failed open and its registration may still land.
 		r.releaseAfterLocked(c, c.startDone)
 	}
 	call := spawnCallLocked(r, context.Background(), func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, releaseScript.Run(ctx, r.rdb, []string{c.key}, c.token).Err()
+		if err := r.releaseRun(ctx, c, releaseEnd); err != nil {
+			return struct{}{}, err
+		}
+		if c.group != "" {
+			// The member expires with its lease if this fails.
+			_ = r.leaveGroup(ctx, c)
+		}
+		return struct{}{}, nil
 	})
 	r.mu.Unlock()
 
@@ -439,15 +542,25 @@ func (r *Registry) release(c *Checker) error {
 	return nil
 }
 
+// releaseRun runs release.lua for c outside a pipeline.
+func (r *Registry) releaseRun(ctx context.Context, c *Checker, mode string) error {
+	return releaseScript.Run(ctx, r.rdb, c.releaseKeys, r.releaseArgs(c, mode)...).Err()
+}
+
+func (r *Registry) releaseArgs(c *Checker, mode string) []interface{} {
+	return []interface{}{c.token, mode, c.stopDuration().Microseconds(), nodeChannelPrefix(r.cfg.keyPrefix), endedTTL.Milliseconds()}
+}
+
 // releaseAll deletes the markers of runs in one pipeline and returns the
-// first error.
-func (r *Registry) releaseAll(ctx context.Context, runs []*Checker) error {
+// first error. Mode releaseEnd also stores the ended records of runs that
+// nodes wait for and notifies those nodes. Mode releaseDetach only deletes.
+func (r *Registry) releaseAll(ctx context.Context, runs []*Checker, mode string) error {
 	if len(runs) == 0 {
 		return nil
 	}
 	cmds := make([]redis.Cmder, len(runs))
 	err := r.pipelineScripts(ctx, releaseScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
-		cmds[i] = releaseScript.EvalSha(ctx, pipe, []string{runs[i].key}, runs[i].token)
+		cmds[i] = releaseScript.EvalSha(ctx, pipe, runs[i].releaseKeys, r.releaseArgs(runs[i], mode)...)
 		return cmds[i]
 	})
 	for i := 0; err == nil && i < len(cmds); i++ {

@@ -9,6 +9,11 @@ import (
 )
 
 var (
+	// pushSource defines the Lua function push, which every script that
+	// notifies a node uses; it is prepended to those scripts.
+	//go:embed push.lua
+	pushSource string
+
 	//go:embed sync.lua
 	syncSource string
 
@@ -18,24 +23,45 @@ var (
 	//go:embed release.lua
 	releaseSource string
 
-	syncScript    = redis.NewScript(syncSource)
-	cancelScript  = redis.NewScript(cancelSource)
-	releaseScript = redis.NewScript(releaseSource)
+	//go:embed group.lua
+	groupSource string
+
+	syncScript    = redis.NewScript(pushSource + syncSource)
+	cancelScript  = redis.NewScript(pushSource + cancelSource)
+	releaseScript = redis.NewScript(pushSource + releaseSource)
+	groupScript   = redis.NewScript(groupSource)
+
+	allScripts = []*redis.Script{syncScript, cancelScript, releaseScript, groupScript}
 )
 
 // Modes of sync.lua.
 const (
 	modeRegister = "register"
+	modeTakeover = "takeover"
 	modeExtend   = "extend"
 	modeRead     = "read"
 )
 
 // Marker states returned by sync.lua.
 const (
+	stateTakenOver  = -2 // a run started with WithTakeover replaced this run
 	stateOther      = -1 // another run holds the stream
 	stateMissing    = 0  // no marker
 	stateHeld       = 1  // the marker is this run's
 	stateRegistered = 2  // this call created the marker
+)
+
+// Modes of release.lua.
+const (
+	releaseEnd    = "end"    // the run has ended
+	releaseDetach = "detach" // only the marker goes; the loop may still run
+)
+
+// Modes of group.lua.
+const (
+	groupJoin  = "join"
+	groupLeave = "leave"
+	groupList  = "list"
 )
 
 // syncReply is the parsed reply of sync.lua.
@@ -43,6 +69,7 @@ type syncReply struct {
 	state    int64
 	canceled bool
 	node     string
+	reason   string
 }
 
 // parseSyncReply checks the shape of a sync.lua reply, so that a foreign
@@ -50,21 +77,23 @@ type syncReply struct {
 // instead of a panic.
 func parseSyncReply(v interface{}) (syncReply, error) {
 	arr, ok := v.([]interface{})
-	if !ok || len(arr) != 3 {
+	if !ok || len(arr) != 4 {
 		return syncReply{}, fmt.Errorf("streamcancel: unexpected reply from sync script: %v", v)
 	}
 	state, ok1 := arr[0].(int64)
 	canceled, ok2 := arr[1].(int64)
 	node, ok3 := arr[2].(string)
-	if !ok1 || !ok2 || !ok3 || state < stateOther || state > stateRegistered {
+	reason, ok4 := arr[3].(string)
+	if !ok1 || !ok2 || !ok3 || !ok4 || state < stateTakenOver || state > stateRegistered {
 		return syncReply{}, fmt.Errorf("streamcancel: unexpected reply from sync script: %v", v)
 	}
-	return syncReply{state: state, canceled: canceled == 1, node: node}, nil
+	return syncReply{state: state, canceled: canceled == 1, node: node, reason: reason}, nil
 }
 
 // cancelReply is the parsed reply of cancel.lua.
 type cancelReply struct {
 	found     bool
+	pending   bool
 	node      string
 	receivers int64
 	token     string
@@ -80,7 +109,14 @@ func parseCancelReply(v interface{}) (cancelReply, error) {
 		return cancelReply{}, fmt.Errorf("streamcancel: unexpected reply from cancel script: %v", v)
 	}
 	if found == 0 {
-		return cancelReply{}, nil
+		if len(arr) != 2 {
+			return cancelReply{}, fmt.Errorf("streamcancel: unexpected reply from cancel script: %v", v)
+		}
+		pending, ok := arr[1].(int64)
+		if !ok {
+			return cancelReply{}, fmt.Errorf("streamcancel: unexpected reply from cancel script: %v", v)
+		}
+		return cancelReply{pending: pending == 1}, nil
 	}
 	if len(arr) != 4 {
 		return cancelReply{}, fmt.Errorf("streamcancel: unexpected reply from cancel script: %v", v)
@@ -92,6 +128,22 @@ func parseCancelReply(v interface{}) (cancelReply, error) {
 		return cancelReply{}, fmt.Errorf("streamcancel: unexpected reply from cancel script: %v", v)
 	}
 	return cancelReply{found: true, node: node, receivers: receivers, token: token}, nil
+}
+
+// groupMember is a run as a group.lua member: its token, a ':' and its
+// stream ID. Tokens have a fixed length, so the first ':' after the
+// token ends it whatever the stream ID contains.
+func groupMember(token, streamID string) string {
+	return token + ":" + streamID
+}
+
+// parseGroupMember splits a member made by groupMember. It reports false
+// for a value of another shape.
+func parseGroupMember(member string) (token, streamID string, ok bool) {
+	if len(member) < tokenLen+2 || member[tokenLen] != ':' {
+		return "", "", false
+	}
+	return member[:tokenLen], member[tokenLen+1:], true
 }
 
 // isNoScript reports whether err is Redis's NOSCRIPT error for a missing script, as after

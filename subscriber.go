@@ -3,6 +3,8 @@ package streamcancel
 import (
 	"errors"
 	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -96,7 +98,7 @@ func (r *Registry) listen(ps *redis.PubSub) (subscribed bool, err error) {
 			r.pushReady.Store(subscribed)
 		case *redis.Message:
 			r.stats.pushesReceived.Add(1)
-			r.deliver(m.Payload)
+			r.handlePush(m.Payload)
 		}
 	}
 }
@@ -139,4 +141,36 @@ func (r *Registry) closePubSub() {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// handlePush applies a message from this node's channel. The scripts send
+// three kinds, each a word, a space, a run token, a space and a value:
+//
+//   - "cancel TOKEN REASON": a cancel of the run, REASON may be empty.
+//   - "takeover TOKEN NODE": a run on NODE took over the run.
+//   - "ended TOKEN MICROSECONDS": a canceled run ended; CancelAndWait
+//     calls on this node wait for it.
+//
+// A bare token is a cancel without a reason. Other messages and tokens of
+// runs that are not on this node are ignored.
+func (r *Registry) handlePush(payload string) {
+	kind, rest, ok := strings.Cut(payload, " ")
+	if !ok {
+		r.deliver(payload, &CancelError{})
+		return
+	}
+	token, value, _ := strings.Cut(rest, " ")
+
+	switch kind {
+	case "cancel":
+		r.deliver(token, &CancelError{Reason: value})
+	case "takeover":
+		r.deliver(token, &CancelError{TakenOverBy: value})
+	case "ended":
+		us, err := strconv.ParseInt(value, 10, 64)
+		if err != nil {
+			return
+		}
+		r.notifyEnded(token, time.Duration(us)*time.Microsecond)
+	}
 }

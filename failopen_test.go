@@ -268,47 +268,6 @@ func TestSlowRedisDoesNotStallLoop(t *testing.T) {
 	proxy.SetDelay(0)
 }
 
-// With SUBSCRIBE denied by an ACL, the push path is down, so every
-// CheckEvery-th Cancelled call polls the run's record: the run stops well
-// before the next periodic poll. The subscribe error is logged once.
-func TestPollOnChunksWhenPushDown(t *testing.T) {
-	const poll = 4 * time.Second
-	e := ownServer(t)
-	admin := e.client(t)
-	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "nosub", "on", ">secret", "~*", "&*", "+@all", "-subscribe").Err())
-	rdb := redis.NewClient(&redis.Options{Addr: e.addr, Username: "nosub", Password: "secret"})
-	defer rdb.Close()
-	logs := &logRecorder{}
-	a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(poll), streamcancel.WithCheckEvery(5), streamcancel.WithLogger(slog.New(logs)))
-	b := e.registry(t, "node-b")
-
-	chk, err := a.Start(ctx, "chat-1")
-	require.NoError(t, err)
-	defer chk.Close()
-	ended := make(chan time.Time, 1)
-	go func() {
-		stream(chk, time.Millisecond, 10000)
-		ended <- time.Now()
-	}()
-
-	time.Sleep(100 * time.Millisecond)
-	start := time.Now()
-	res, err := b.Cancel(ctx, "chat-1")
-	require.NoError(t, err)
-	require.True(t, res.Found)
-	assert.False(t, res.Pushed, "push with no subscriber")
-
-	select {
-	case end := <-ended:
-		assert.Less(t, end.Sub(start), poll/4+300*time.Millisecond, "stop through per-chunk polls")
-	case <-time.After(2 * poll):
-		t.Fatal("run still active two poll intervals after the cancel")
-	}
-	assert.False(t, a.Stats().Subscribed)
-	assert.Positive(t, a.Stats().SubscribeErrors)
-	assert.Len(t, logs.find("subscribe failed"), 1)
-}
-
 // When the caller's context ends while Start waits on a slow Redis, Start
 // returns the context's error and counts no Redis error. The marker that
 // lands late is deleted once Start's call returns, also when the client

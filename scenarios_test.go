@@ -3,6 +3,7 @@ package streamcancel_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/streamcancel/streamcancel"
+	"github.com/streamcancel/streamcancel/internal/redistest"
 )
 
 // The tests in this file replay failures that a service with several nodes
@@ -325,8 +327,10 @@ func TestScenarioSlowRedisDoesNotStallLoop(t *testing.T) {
 // With 50 runs streaming on A, Redis refuses connections for 10s. Every run
 // finishes its stream and its Close returns within its bound, Start during
 // the outage returns within its bound with a working Checker, Cancel
-// during the outage returns an error and never Found=true, and after
-// Redis is back a cancel of the run started during the outage stops it.
+// during the outage returns an error and never Found=true, each kind of
+// error is logged at most once per 10s log interval and every one is
+// counted, and after Redis is back a cancel of the run started during the
+// outage stops it.
 func TestScenarioRedisDown(t *testing.T) {
 	const (
 		outage  = 10 * time.Second
@@ -334,7 +338,8 @@ func TestScenarioRedisDown(t *testing.T) {
 		runTime = 5 * time.Second // each run ends during the outage
 	)
 	e := ownServer(t)
-	a := e.registry(t, "node-a", streamcancel.WithPollInterval(100*time.Millisecond))
+	logs := &logRecorder{}
+	a := e.registry(t, "node-a", streamcancel.WithPollInterval(100*time.Millisecond), streamcancel.WithLogger(slog.New(logs)))
 	b := e.registry(t, "node-b")
 	waitSubscribed(t, a)
 
@@ -397,6 +402,22 @@ func TestScenarioRedisDown(t *testing.T) {
 	assert.Zero(t, a.Stats().ActiveRuns-1, "active runs besides the late one")
 
 	time.Sleep(outage - time.Since(downSince))
+	stats := a.Stats()
+	logged := map[string]int{}
+	for _, op := range []string{"start", "sync", "release", "subscribe"} {
+		logged[op] = len(logs.find(op + " failed"))
+		// The first error of a kind is logged at once and the next one
+		// no sooner than 10s later.
+		assert.LessOrEqual(t, logged[op], 2, "%s error log records in the %v outage", op, outage)
+	}
+	t.Logf("during the %v outage: Start took %v; Cancel failed %d times, counted %d; errors counted (logged): start %d (%d), sync %d (%d), release %d (%d), subscribe %d (%d)",
+		outage, startTime, cancelErrors, b.Stats().CancelErrors, stats.StartErrors, logged["start"], stats.SyncErrors, logged["sync"],
+		stats.ReleaseErrors, logged["release"], stats.SubscribeErrors, logged["subscribe"])
+	assert.Equal(t, uint64(cancelErrors), b.Stats().CancelErrors, "Cancel errors counted")
+	assert.Equal(t, uint64(1), stats.StartErrors, "Start errors counted")
+	assert.Greater(t, stats.SyncErrors, uint64(logged["sync"]), "sync errors counted, beyond those logged")
+	assert.Positive(t, logged["sync"], "sync error log records")
+	assert.GreaterOrEqual(t, stats.ReleaseErrors, uint64(runs), "release errors counted, one per Checker.Close")
 	e.server.Restart()
 
 	require.Eventually(t, func() bool {
@@ -495,7 +516,8 @@ func TestScenarioNodeDiesWithoutCleanup(t *testing.T) {
 	})
 }
 
-// 2,000 runs churn on three nodes with TTLs of 500ms and 1s. Some runs
+// 10,000 runs churn on three nodes with TTLs of 500ms and 1s (2,000 on
+// miniredis, which is slower to sample). Some runs
 // finish, some are canceled from another node and then closed, and some
 // are canceled and abandoned. Others are abandoned on a node that dies, or
 // their caller gives up during Start, and some cancels find no run. At
@@ -541,9 +563,11 @@ func TestScenarioNoOrphanKeys(t *testing.T) {
 				_, _ = pipe.Exec(ctx)
 				for i, k := range keys {
 					pttl, err := pttls[i].Result()
-					// -2 means the key expired or was deleted after KEYS.
+					// -2 means the key expired or was deleted after KEYS,
+					// and -1 that it has no TTL. 0 is a TTL that ends
+					// within the current millisecond.
 					expired := pttl == -2 || pttl == -2*time.Millisecond
-					if err != nil || (pttl <= 0 && !expired) {
+					if err != nil || (pttl < 0 && !expired) {
 						mu.Lock()
 						violations = append(violations, fmt.Sprintf("key %q: PTTL %v, error %v", k, pttl, err))
 						mu.Unlock()
@@ -553,8 +577,13 @@ func TestScenarioNoOrphanKeys(t *testing.T) {
 			}
 		}()
 
+		runs := 10000
+		if e.mini != nil {
+			runs = 2000
+		}
+		churnStart := time.Now()
 		var open []*streamcancel.Checker
-		for i := 0; i < 2000; i++ {
+		for i := 0; i < runs; i++ {
 			id := fmt.Sprintf("churn-%d", i)
 			switch i % 6 {
 			case 0: // finishes
@@ -594,7 +623,9 @@ func TestScenarioNoOrphanKeys(t *testing.T) {
 		proxy.Refuse(true)
 		proxy.Cut()
 		close(stop)
-		assert.Positive(t, <-samples, "TTL samples taken")
+		taken := <-samples
+		t.Logf("%d runs churned in %v; %d samples of every key's TTL, %d keys without one", runs, time.Since(churnStart), taken, len(violations))
+		assert.Positive(t, taken, "TTL samples taken")
 		mu.Lock()
 		assert.Empty(t, violations, "keys without a TTL during the churn")
 		mu.Unlock()
@@ -680,4 +711,85 @@ func TestScenarioCancelCauseIsDistinct(t *testing.T) {
 		assert.Equal(t, context.Canceled, context.Cause(cut.Context()))
 		assert.NotErrorIs(t, cut.Err(), streamcancel.ErrCanceled)
 	})
+}
+
+// B cancels 500 of A's 1,000 runs at once, while every read from Redis on
+// A's connections is delayed by 20ms, which slows the dispatch of the
+// pushes to the runs. All 500 stop within 2s of the burst, and none of the
+// other 500 stops.
+func TestScenarioCancelBurst(t *testing.T) {
+	const (
+		runs     = 1000
+		canceled = 500
+		delay    = 20 * time.Millisecond
+	)
+	shared := redistest.Shared(t)
+	e := &env{addr: shared.Options().Addr, prefix: redistest.UniquePrefix(t)}
+	proxy := newProxy(t, e.addr)
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a")
+	b := e.registry(t, "node-b")
+	waitSubscribed(t, a)
+
+	stoppedAt := make([]atomic.Int64, runs)
+	for i := 0; i < runs; i++ {
+		chk, err := a.Start(ctx, fmt.Sprintf("burst-%d", i))
+		require.NoError(t, err)
+		defer chk.Close()
+		stopped := &stoppedAt[i]
+		context.AfterFunc(chk.Context(), func() { stopped.Store(time.Now().UnixNano()) })
+	}
+
+	proxy.SetDelay(delay)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	var found, pushed atomic.Int64
+	for i := 0; i < canceled; i++ {
+		id := fmt.Sprintf("burst-%d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-release
+			res, err := b.Cancel(ctx, id)
+			if assert.NoError(t, err) && res.Found {
+				found.Add(1)
+				if res.Pushed {
+					pushed.Add(1)
+				}
+			}
+		}()
+	}
+	burst := time.Now()
+	close(release)
+	wg.Wait()
+	cancelsDone := time.Since(burst)
+
+	var last time.Duration
+	require.Eventually(t, func() bool {
+		for i := 0; i < canceled; i++ {
+			if stoppedAt[i].Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 5*time.Millisecond, "all %d canceled runs stopped", canceled)
+	stops := make([]time.Duration, canceled)
+	for i := range stops {
+		stops[i] = time.Duration(stoppedAt[i].Load() - burst.UnixNano())
+		last = max(last, stops[i])
+	}
+	sort.Slice(stops, func(i, j int) bool { return stops[i] < stops[j] })
+
+	time.Sleep(300 * time.Millisecond)
+	var wrong int
+	for i := canceled; i < runs; i++ {
+		if stoppedAt[i].Load() != 0 {
+			wrong++
+		}
+	}
+	t.Logf("%d cancels sent in %v, found %d, pushed %d; runs stopped after the burst: p50 %v, p99 %v, last %v; pushes received %d; runs stopped without a cancel %d of %d",
+		canceled, cancelsDone, found.Load(), pushed.Load(), stops[canceled/2], stops[canceled*99/100], last, a.Stats().PushesReceived, wrong, runs-canceled)
+	assert.Equal(t, int64(canceled), found.Load(), "cancels found")
+	assert.Less(t, last, 2*time.Second, "last canceled run stopped after the burst")
+	assert.Zero(t, wrong, "runs stopped without a cancel")
+	proxy.SetDelay(0)
 }

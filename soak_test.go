@@ -49,19 +49,56 @@ func soakDuration(t *testing.T) time.Duration {
 
 // soakRun is one run of the soak and what happened to it.
 type soakRun struct {
-	id  string
-	chk *streamcancel.Checker
+	id   string
+	chk  *streamcancel.Checker
+	done chan struct{} // closed when the loop has ended
 
-	// cancelSent is set before any Cancel of the run is sent, and
-	// foundAt when a Cancel reported the run found.
-	cancelSent atomic.Bool
-	foundAt    atomic.Int64
-
+	mu sync.Mutex
+	// finished is set when the loop ended by itself. A Cancel is sent
+	// only before that, and cancelSent is set first.
+	finished   bool
+	cancelSent bool
+	cancelDone bool
+	// foundAt is when a Cancel reported the run found.
+	foundAt time.Time
 	// stoppedAt is when the loop saw Cancelled() return true, and cause
 	// the context's cause then.
-	stoppedAt atomic.Int64
+	stoppedAt time.Time
 	cause     error
-	done      chan struct{}
+}
+
+// finish reports whether the loop may end by itself now: not while a
+// Cancel is in flight or after one found the run, which must then stop.
+func (r *soakRun) finish() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	if r.cancelSent && (!r.cancelDone || !r.foundAt.IsZero()) {
+		return false
+	}
+	r.finished = true
+	return true
+}
+
+// cancel sends a Cancel of the run from reg unless the run has finished.
+func (r *soakRun) cancel(reg *streamcancel.Registry) (sent bool, res streamcancel.CancelResult, err error) {
+	r.mu.Lock()
+	if r.finished {
+		r.mu.Unlock()
+		return false, res, nil
+	}
+	r.cancelSent = true
+	r.mu.Unlock()
+
+	res, err = reg.Cancel(ctx, r.id)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cancelDone = true
+	if err == nil && res.Found {
+		r.foundAt = time.Now()
+	}
+	return true, res, err
 }
 
 // faultStats counts the faults a soak injected, by kind.
@@ -221,13 +258,14 @@ func TestChaosSoak(t *testing.T) {
 			end := time.Now().Add(lifetime)
 			for {
 				if chk.Cancelled() {
-					r.stoppedAt.Store(time.Now().UnixNano())
+					r.mu.Lock()
+					r.stoppedAt = time.Now()
 					r.cause = context.Cause(chk.Context())
+					r.mu.Unlock()
 					return
 				}
-				// A run whose cancel was found keeps going until it
-				// stops, so that a lost cancel shows at the end.
-				if time.Now().After(end) && r.foundAt.Load() == 0 && !r.cancelSent.Load() {
+				if time.Now().After(end) && r.finish() {
+					_ = chk.Close() // may fail during a fault; the marker then expires
 					return
 				}
 				time.Sleep(5 * time.Millisecond)
@@ -241,16 +279,17 @@ func TestChaosSoak(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				time.Sleep(delay)
-				r.cancelSent.Store(true)
-				cancels.Add(1)
-				res, err := canceler.Cancel(ctx, r.id)
-				if err != nil {
+				sent, res, err := r.cancel(canceler)
+				switch {
+				case !sent:
+				case err != nil:
+					cancels.Add(1)
 					cancelErrors.Add(1)
-					return
-				}
-				if res.Found {
+				case res.Found:
+					cancels.Add(1)
 					found.Add(1)
-					r.foundAt.Store(time.Now().UnixNano())
+				default:
+					cancels.Add(1)
 				}
 			}()
 		}
@@ -261,7 +300,8 @@ func TestChaosSoak(t *testing.T) {
 	healedAt := time.Now()
 
 	// Every run either ends by itself or is canceled; a run whose cancel
-	// was found must stop once the proxies are healthy.
+	// was found must stop within a few seconds once the proxies are
+	// healthy.
 	waitAll := make(chan struct{})
 	go func() {
 		wg.Wait()
@@ -275,28 +315,25 @@ func TestChaosSoak(t *testing.T) {
 	var falseCancels, undelivered, canceledRuns int
 	var latencies []time.Duration
 	for _, r := range all {
-		select {
-		case <-r.done:
-		default:
-			if r.foundAt.Load() != 0 {
-				undelivered++
-				t.Errorf("run %q: its cancel was found at %v but it still runs %v after the faults ended",
-					r.id, time.Unix(0, r.foundAt.Load()).Format("15:04:05.000"), time.Since(healedAt))
-			}
-			continue
-		}
-		if r.stoppedAt.Load() == 0 {
-			continue
-		}
-		canceledRuns++
-		if !r.cancelSent.Load() {
+		r.mu.Lock()
+		switch {
+		case !r.foundAt.IsZero() && r.stoppedAt.IsZero():
+			undelivered++
+			t.Errorf("run %q: its cancel was found at %v but it still runs %v after the faults ended",
+				r.id, r.foundAt.Format("15:04:05.000"), time.Since(healedAt))
+		case r.stoppedAt.IsZero():
+		case !r.cancelSent:
+			canceledRuns++
 			falseCancels++
 			t.Errorf("run %q stopped without a cancel; cause %v", r.id, r.cause)
+		default:
+			canceledRuns++
+			assert.ErrorIs(t, r.cause, streamcancel.ErrCanceled, "cause of run %q", r.id)
+			if !r.foundAt.IsZero() && r.stoppedAt.After(r.foundAt) {
+				latencies = append(latencies, r.stoppedAt.Sub(r.foundAt))
+			}
 		}
-		assert.ErrorIs(t, r.cause, streamcancel.ErrCanceled, "cause of run %q", r.id)
-		if at := r.foundAt.Load(); at != 0 && r.stoppedAt.Load() > at {
-			latencies = append(latencies, time.Duration(r.stoppedAt.Load()-at))
-		}
+		r.mu.Unlock()
 	}
 
 	var subscriptions, pushes, syncErrors uint64

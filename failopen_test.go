@@ -295,3 +295,37 @@ func TestStartContextEndsWhileRedisSlow(t *testing.T) {
 		})
 	}
 }
+
+// A cancel recorded while the run's node cannot reach Redis is lost when
+// the outage outlasts the marker's TTL: the record expires with the
+// marker, and once the node reaches Redis again it registers the run anew
+// without it. README.md states this limit.
+func TestCancelLostWhenOutageOutlastsTTL(t *testing.T) {
+	const ttl = 500 * time.Millisecond
+	e := sharedEnv(t)
+	proxy := newProxy(t, e.addr)
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithTTL(ttl), streamcancel.WithPollInterval(50*time.Millisecond))
+	b := e.registry(t, "node-b", streamcancel.WithTTL(ttl))
+	c := e.client(t)
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+
+	proxy.Refuse(true)
+	proxy.Cut()
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found, "cancel recorded during A's outage")
+	require.Eventually(t, func() bool {
+		n, err := c.Exists(ctx, e.runKey("chat-1")).Result()
+		return err == nil && n == 0
+	}, ttl+time.Second, 10*time.Millisecond, "marker expired during A's outage")
+
+	proxy.Refuse(false)
+	require.Eventually(t, func() bool {
+		n, err := c.Exists(ctx, e.runKey("chat-1")).Result()
+		return err == nil && n == 1
+	}, 3*time.Second, 10*time.Millisecond, "marker registered again")
+	stayActive(t, chk, 300*time.Millisecond)
+}

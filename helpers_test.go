@@ -45,9 +45,15 @@ func eachBackend(t *testing.T, fn func(t *testing.T, e *env)) {
 		fn(t, &env{addr: m.Addr(), prefix: "sctest", mini: m})
 	})
 	t.Run("redis", func(t *testing.T) {
-		c := redistest.Shared(t)
-		fn(t, &env{addr: c.Options().Addr, prefix: redistest.UniquePrefix(t)})
+		fn(t, sharedEnv(t))
 	})
+}
+
+// sharedEnv returns an env on the shared real Redis under a key prefix of
+// the test's own.
+func sharedEnv(t *testing.T) *env {
+	c := redistest.Shared(t)
+	return &env{addr: c.Options().Addr, prefix: redistest.UniquePrefix(t)}
 }
 
 // ownServer returns an env on a redis-server that the test starts, so it

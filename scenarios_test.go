@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/streamcancel/streamcancel"
-	"github.com/streamcancel/streamcancel/internal/redistest"
 )
 
 // The tests in this file replay failures that a service with several nodes
@@ -723,8 +722,7 @@ func TestScenarioCancelBurst(t *testing.T) {
 		canceled = 500
 		delay    = 20 * time.Millisecond
 	)
-	shared := redistest.Shared(t)
-	e := &env{addr: shared.Options().Addr, prefix: redistest.UniquePrefix(t)}
+	e := sharedEnv(t)
 	proxy := newProxy(t, e.addr)
 	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a")
 	b := e.registry(t, "node-b")

@@ -97,15 +97,7 @@ func TestResubscribeFindsLostCancel(t *testing.T) {
 		b := e.registry(t, "node-b")
 		waitSubscribed(t, a)
 
-		chk, err := a.Start(ctx, "chat-1")
-		require.NoError(t, err)
-		defer chk.Close()
-
-		proxy.Refuse(true)
-		proxy.Cut()
-		res, err := b.Cancel(ctx, "chat-1")
-		require.NoError(t, err)
-		require.True(t, res.Found)
+		chk := cancelWhileCutOff(t, proxy, a, b, "chat-1")
 		time.Sleep(100 * time.Millisecond)
 		require.NoError(t, chk.Err(), "run while its subscriber is disconnected")
 

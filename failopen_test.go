@@ -211,8 +211,8 @@ func TestHalfOpenSubscriberReplaced(t *testing.T) {
 	stopSampling := make(chan struct{})
 	maxSubscribers := make(chan int64, 1)
 	go func() {
-		var most int64
-		defer func() { maxSubscribers <- most }()
+		var maxSeen int64
+		defer func() { maxSubscribers <- maxSeen }()
 		for {
 			select {
 			case <-stopSampling:
@@ -220,7 +220,7 @@ func TestHalfOpenSubscriberReplaced(t *testing.T) {
 			case <-time.After(5 * time.Millisecond):
 			}
 			if n, err := c.PubSubNumSub(ctx, channel).Result(); err == nil {
-				most = max(most, n[channel])
+				maxSeen = max(maxSeen, n[channel])
 			}
 		}
 	}()
@@ -308,15 +308,7 @@ func TestCancelLostWhenOutageOutlastsTTL(t *testing.T) {
 	b := e.registry(t, "node-b", streamcancel.WithTTL(ttl))
 	c := e.client(t)
 
-	chk, err := a.Start(ctx, "chat-1")
-	require.NoError(t, err)
-	defer chk.Close()
-
-	proxy.Refuse(true)
-	proxy.Cut()
-	res, err := b.Cancel(ctx, "chat-1")
-	require.NoError(t, err)
-	require.True(t, res.Found, "cancel recorded during A's outage")
+	chk := cancelWhileCutOff(t, proxy, a, b, "chat-1")
 	require.Eventually(t, func() bool {
 		n, err := c.Exists(ctx, e.runKey("chat-1")).Result()
 		return err == nil && n == 0

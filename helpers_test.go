@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamcancel/streamcancel"
+	"github.com/streamcancel/streamcancel/internal/faultproxy"
 	"github.com/streamcancel/streamcancel/internal/redistest"
 )
 
@@ -145,6 +146,24 @@ func stream(chk *streamcancel.Checker, interval time.Duration, max int) int {
 		time.Sleep(interval)
 	}
 	return sent
+}
+
+// cancelWhileCutOff starts a run of id on a, cuts a off from Redis by
+// refusing and cutting the connections of proxy, its proxy, and cancels
+// the run from b. The cancel is found and recorded, but its push cannot
+// reach a. It returns the run's Checker, closed when the test ends.
+func cancelWhileCutOff(t *testing.T, proxy *faultproxy.Proxy, a, b *streamcancel.Registry, id string) *streamcancel.Checker {
+	t.Helper()
+	chk, err := a.Start(ctx, id)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = chk.Close() })
+
+	proxy.Refuse(true)
+	proxy.Cut()
+	res, err := b.Cancel(ctx, id)
+	require.NoError(t, err)
+	require.True(t, res.Found, "Cancel(%q).Found while its node is cut off", id)
+	return chk
 }
 
 // downAddr returns a loopback address where nothing listens.

@@ -86,6 +86,17 @@ func newProxy(t *testing.T, target string) *Proxy {
 	return p
 }
 
+// proxiedEcho starts an echo server and a proxy to it, and returns both
+// with a connection through the proxy that has made one round trip.
+func proxiedEcho(t *testing.T) (*echoServer, *Proxy, net.Conn) {
+	echo := startEcho(t)
+	p := newProxy(t, echo.ln.Addr().String())
+	c := dial(t, p.Addr())
+	_, err := roundTrip(c, "ping\n", time.Second)
+	require.NoError(t, err, "round trip through a healthy proxy")
+	return echo, p, c
+}
+
 func dial(t *testing.T, addr string) net.Conn {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	require.NoError(t, err)
@@ -104,6 +115,17 @@ func roundTrip(c net.Conn, line string, limit time.Duration) (string, error) {
 	buf := make([]byte, len(line))
 	_, err := io.ReadFull(c, buf)
 	return string(buf), err
+}
+
+// readHeld reads want from c, a reply that a fault held back, within a
+// second.
+func readHeld(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	buf := make([]byte, len(want))
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_, err := io.ReadFull(c, buf)
+	require.NoError(t, err, "held reply")
+	assert.Equal(t, want, string(buf))
 }
 
 func isTimeout(err error) bool {
@@ -135,14 +157,10 @@ func TestDelayHoldsReplies(t *testing.T) {
 }
 
 func TestCutResetsConnections(t *testing.T) {
-	echo := startEcho(t)
-	p := newProxy(t, echo.ln.Addr().String())
-	c := dial(t, p.Addr())
-	_, err := roundTrip(c, "ping\n", time.Second)
-	require.NoError(t, err)
+	_, p, c := proxiedEcho(t)
 
 	p.Cut()
-	_, err = roundTrip(c, "ping\n", time.Second)
+	_, err := roundTrip(c, "ping\n", time.Second)
 	require.Error(t, err, "round trip after Cut")
 	assert.False(t, isTimeout(err), "error after Cut is a reset, not a timeout: %v", err)
 }
@@ -186,48 +204,36 @@ func TestBlackholeAcceptsAndNeverAnswers(t *testing.T) {
 	assert.NoError(t, err, "round trip after the blackhole ends")
 }
 
-func TestFreezeHoldsRepliesOnly(t *testing.T) {
-	echo := startEcho(t)
-	p := newProxy(t, echo.ln.Addr().String())
-	c := dial(t, p.Addr())
-	_, err := roundTrip(c, "ping\n", time.Second)
-	require.NoError(t, err)
+// Freeze holds the replies of current connections and Stall holds both
+// directions. Neither touches new connections, and Thaw delivers what
+// was held.
+func TestFreezeAndStallHoldCurrentConnections(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hold func(*Proxy)
+		// reached is how many lines the target got, the held one
+		// included when only replies are held.
+		reached int64
+	}{
+		{name: "Freeze", hold: (*Proxy).Freeze, reached: 2},
+		{name: "Stall", hold: (*Proxy).Stall, reached: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			echo, p, c := proxiedEcho(t)
 
-	p.Freeze()
-	_, err = roundTrip(c, "frozen\n", quiet)
-	assert.True(t, isTimeout(err), "reply while frozen: %v", err)
-	assert.Equal(t, int64(2), echo.lines.Load(), "lines that reached the target")
+			tc.hold(p)
+			_, err := roundTrip(c, "held\n", quiet)
+			assert.True(t, isTimeout(err), "reply while held: %v", err)
+			assert.Equal(t, tc.reached, echo.lines.Load(), "lines that reached the target")
 
-	fresh := dial(t, p.Addr())
-	_, err = roundTrip(fresh, "fresh\n", time.Second)
-	assert.NoError(t, err, "a connection opened after Freeze")
+			fresh := dial(t, p.Addr())
+			_, err = roundTrip(fresh, "fresh\n", time.Second)
+			assert.NoError(t, err, "a connection opened after %s", tc.name)
 
-	p.Thaw()
-	buf := make([]byte, len("frozen\n"))
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	_, err = io.ReadFull(c, buf)
-	require.NoError(t, err, "held reply after Thaw")
-	assert.Equal(t, "frozen\n", string(buf))
-}
-
-func TestStallHoldsBothDirections(t *testing.T) {
-	echo := startEcho(t)
-	p := newProxy(t, echo.ln.Addr().String())
-	c := dial(t, p.Addr())
-	_, err := roundTrip(c, "ping\n", time.Second)
-	require.NoError(t, err)
-
-	p.Stall()
-	_, err = roundTrip(c, "stalled\n", quiet)
-	assert.True(t, isTimeout(err), "reply while stalled: %v", err)
-	assert.Equal(t, int64(1), echo.lines.Load(), "lines that reached the target while stalled")
-
-	p.Thaw()
-	buf := make([]byte, len("stalled\n"))
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	_, err = io.ReadFull(c, buf)
-	require.NoError(t, err, "held request answered after Thaw")
-	assert.Equal(t, "stalled\n", string(buf))
+			p.Thaw()
+			readHeld(t, c, "held\n")
+		})
+	}
 }
 
 func TestFreezeSubscribersLeavesOthersHealthy(t *testing.T) {
@@ -252,10 +258,7 @@ func TestFreezeSubscribersLeavesOthersHealthy(t *testing.T) {
 	assert.NoError(t, err, "round trip on the other connection")
 
 	p.Thaw()
-	buf := make([]byte, len("ping\n"))
-	_ = sub.SetReadDeadline(time.Now().Add(time.Second))
-	_, err = io.ReadFull(sub, buf)
-	assert.NoError(t, err, "held reply on the subscriber after Thaw")
+	readHeld(t, sub, "ping\n")
 }
 
 func TestIsSubscribe(t *testing.T) {

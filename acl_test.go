@@ -3,6 +3,7 @@ package streamcancel_test
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -16,9 +17,11 @@ import (
 )
 
 // libraryCommands are the Redis commands that the library sends, together
-// with the commands its Lua scripts call, which ACL checks too. The
-// README's least-privilege rule lists the same commands, so a change here
-// goes there as well.
+// with the commands its Lua scripts call, which ACL checks too. The ACL
+// rule in README.md lists the same commands in the same order, and
+// TestReadmeACLRuleListsCommands checks that. A new command also needs a
+// step in exerciseEveryCommand that sends it, or the test that removes it
+// from the rule fails.
 var libraryCommands = []string{
 	// Every script call: EVALSHA first, EVAL when Redis lacks the script,
 	// and SCRIPT LOAD after each subscribe and when a pipeline finds the
@@ -194,4 +197,16 @@ func TestSubscribeDeniedPollsWithoutLeaks(t *testing.T) {
 	for _, d := range aclDenials(t, admin) {
 		assert.Contains(t, d, "subscribe", "ACL LOG entry")
 	}
+}
+
+// The ACL rule in README.md allows exactly libraryCommands.
+func TestReadmeACLRuleListsCommands(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+
+	rule := "-@all"
+	for _, cmd := range libraryCommands {
+		rule += " +" + cmd
+	}
+	assert.Contains(t, string(readme), rule+"\n", "README.md's ACL rule")
 }

@@ -206,6 +206,7 @@ func TestChaosSoak(t *testing.T) {
 		proxy, err := faultproxy.New(e.addr)
 		require.NoError(t, err)
 		proxies = append(proxies, proxy)
+		t.Cleanup(func() { _ = proxy.Close() })
 		rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
 		clients = append(clients, rdb)
 		reg, err := streamcancel.NewRegistry(rdb,
@@ -213,10 +214,16 @@ func TestChaosSoak(t *testing.T) {
 			streamcancel.WithPollInterval(soakPoll), streamcancel.WithTTL(soakTTL))
 		require.NoError(t, err)
 		regs = append(regs, reg)
+		// The soak closes these itself; the cleanups cover a test that
+		// stops early. Close of either is safe to repeat.
+		t.Cleanup(func() { _ = reg.Close(); _ = rdb.Close() })
 	}
 
 	faults := &faultStats{counts: map[string]int{}}
 	stopFaults := make(chan struct{})
+	var stopOnce sync.Once
+	endFaults := func() { stopOnce.Do(func() { close(stopFaults) }) }
+	t.Cleanup(endFaults)
 	var faultWG sync.WaitGroup
 	for i, proxy := range proxies {
 		faultWG.Add(1)
@@ -295,7 +302,7 @@ func TestChaosSoak(t *testing.T) {
 		}
 	}
 
-	close(stopFaults)
+	endFaults()
 	faultWG.Wait()
 	healedAt := time.Now()
 

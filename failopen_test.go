@@ -208,22 +208,7 @@ func TestHalfOpenSubscriberReplaced(t *testing.T) {
 	waitSubscribed(t, a)
 
 	channel := e.prefix + ":node:node-a"
-	stopSampling := make(chan struct{})
-	maxSubscribers := make(chan int64, 1)
-	go func() {
-		var maxSeen int64
-		defer func() { maxSubscribers <- maxSeen }()
-		for {
-			select {
-			case <-stopSampling:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			if n, err := c.PubSubNumSub(ctx, channel).Result(); err == nil {
-				maxSeen = max(maxSeen, n[channel])
-			}
-		}
-	}()
+	maxSubscribers := watchSubscribers(c, channel)
 
 	first, err := a.Start(ctx, "chat-1")
 	require.NoError(t, err)
@@ -252,8 +237,7 @@ func TestHalfOpenSubscriberReplaced(t *testing.T) {
 	assert.Less(t, pushed, 200*time.Millisecond, "cancel through the new subscriber")
 	assert.Equal(t, uint64(1), a.Stats().PushesReceived, "pushes received")
 
-	close(stopSampling)
-	assert.Equal(t, int64(1), <-maxSubscribers, "most subscribers of %s alive at once", channel)
+	assert.Equal(t, int64(1), maxSubscribers(), "most subscribers of %s alive at once", channel)
 }
 
 // When the caller's context ends while Start waits on a slow Redis, Start

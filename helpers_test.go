@@ -166,6 +166,32 @@ func cancelWhileCutOff(t *testing.T, proxy *faultproxy.Proxy, a, b *streamcancel
 	return chk
 }
 
+// watchSubscribers samples the number of subscribers of channel on c's
+// server every 5ms until the returned function is called, which returns
+// the largest number seen.
+func watchSubscribers(c *redis.Client, channel string) (stop func() int64) {
+	done := make(chan struct{})
+	result := make(chan int64, 1)
+	go func() {
+		var maxSeen int64
+		defer func() { result <- maxSeen }()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if n, err := c.PubSubNumSub(ctx, channel).Result(); err == nil {
+				maxSeen = max(maxSeen, n[channel])
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		return <-result
+	}
+}
+
 // downAddr returns a loopback address where nothing listens.
 func downAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

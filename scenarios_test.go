@@ -122,9 +122,9 @@ func TestScenarioStopLandsOnOtherNode(t *testing.T) {
 
 // Redis drops every Pub/Sub connection (CLIENT KILL TYPE pubsub) while A
 // streams, and B cancels 500ms later. A stops within PollInterval + 200ms,
-// and afterwards exactly one subscriber of A's channel is alive. It needs
-// a redis-server of its own because miniredis has no CLIENT KILL and the
-// shared server's subscribers belong to other tests.
+// at no sample are two subscribers of A's channel alive, and afterwards
+// exactly one is. It needs a redis-server of its own because miniredis has
+// no CLIENT KILL and the shared server's subscribers belong to other tests.
 func TestScenarioSubscriberConnectionDropped(t *testing.T) {
 	const poll = time.Second
 	e := ownServer(t)
@@ -138,6 +138,8 @@ func TestScenarioSubscriberConnectionDropped(t *testing.T) {
 	require.NoError(t, err)
 	defer chk.Close()
 	loop := startChunkLoop(chk, time.Millisecond, 100000, 1)
+	channel := e.prefix + ":node:node-a"
+	maxSubscribers := watchSubscribers(admin, channel)
 
 	killed, err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Int()
 	require.NoError(t, err)
@@ -155,7 +157,6 @@ func TestScenarioSubscriberConnectionDropped(t *testing.T) {
 	assert.ErrorIs(t, context.Cause(chk.Context()), streamcancel.ErrCanceled)
 	t.Logf("loop ended %v after Cancel was called; pushed: %v", ended.Sub(cancelAt), res.Pushed)
 
-	channel := e.prefix + ":node:node-a"
 	numSub := func() int64 {
 		n, err := admin.PubSubNumSub(ctx, channel).Result()
 		require.NoError(t, err)
@@ -166,6 +167,7 @@ func TestScenarioSubscriberConnectionDropped(t *testing.T) {
 	// or two subscribe loops run, so look again after a while.
 	time.Sleep(500 * time.Millisecond)
 	assert.Equal(t, int64(1), numSub(), "subscribers of %s", channel)
+	assert.Equal(t, int64(1), maxSubscribers(), "most subscribers of %s alive at once", channel)
 
 	list, err := admin.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
 	require.NoError(t, err)

@@ -58,20 +58,35 @@ func TestSyncScriptCreatesOnRegisterOnly(t *testing.T) {
 	})
 }
 
-// A subscriber whose connection replies to PING keeps its one
-// subscription through long silence.
+// A subscriber on a client with a 100ms ReadTimeout stays idle for 3s,
+// thirty read timeouts, with the default PollInterval. It keeps its one
+// subscription, and the next cancel arrives through it within 200ms.
 func TestIdleSubscriberKeepsSubscription(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(100*time.Millisecond))
+		t.Parallel() // the two backends idle at the same time
+		rdb := redis.NewClient(&redis.Options{Addr: e.addr, ReadTimeout: 100 * time.Millisecond})
+		defer rdb.Close()
+		a := e.registryOn(t, rdb, "node-a")
+		b := e.registry(t, "node-b")
 		waitSubscribed(t, a)
+		chk, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		defer chk.Close()
 
-		// The PING interval is 100ms, so this is ten quiet intervals.
-		time.Sleep(time.Second)
-
+		time.Sleep(3 * time.Second)
 		stats := a.Stats()
 		assert.True(t, stats.Subscribed)
 		assert.Equal(t, uint64(1), stats.Subscriptions)
 		assert.Zero(t, stats.SubscribeErrors)
+
+		res, err := b.Cancel(ctx, "chat-1")
+		require.NoError(t, err)
+		require.True(t, res.Found)
+		assert.True(t, res.Pushed)
+		waited := waitDone(t, chk, time.Second)
+		t.Logf("cancel arrived %v after Cancel returned, after 3s idle", waited)
+		assert.Less(t, waited, 200*time.Millisecond, "cancel after 3s idle")
+		assert.Equal(t, uint64(1), a.Stats().PushesReceived)
 	})
 }
 
@@ -85,15 +100,7 @@ func TestResubscribeFindsLostCancel(t *testing.T) {
 		b := e.registry(t, "node-b")
 		waitSubscribed(t, a)
 
-		chk, err := a.Start(ctx, "chat-1")
-		require.NoError(t, err)
-		defer chk.Close()
-
-		proxy.Refuse(true)
-		proxy.Cut()
-		res, err := b.Cancel(ctx, "chat-1")
-		require.NoError(t, err)
-		require.True(t, res.Found)
+		chk := cancelWhileCutOff(t, proxy, a, b, "chat-1")
 		time.Sleep(100 * time.Millisecond)
 		require.NoError(t, chk.Err(), "run while its subscriber is disconnected")
 

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamcancel/streamcancel"
+	"github.com/streamcancel/streamcancel/internal/faultproxy"
 	"github.com/streamcancel/streamcancel/internal/redistest"
 )
 
@@ -45,9 +46,15 @@ func eachBackend(t *testing.T, fn func(t *testing.T, e *env)) {
 		fn(t, &env{addr: m.Addr(), prefix: "sctest", mini: m})
 	})
 	t.Run("redis", func(t *testing.T) {
-		c := redistest.Shared(t)
-		fn(t, &env{addr: c.Options().Addr, prefix: redistest.UniquePrefix(t)})
+		fn(t, sharedEnv(t))
 	})
+}
+
+// sharedEnv returns an env on the shared real Redis under a key prefix of
+// the test's own.
+func sharedEnv(t *testing.T) *env {
+	c := redistest.Shared(t)
+	return &env{addr: c.Options().Addr, prefix: redistest.UniquePrefix(t)}
 }
 
 // ownServer returns an env on a redis-server that the test starts, so it
@@ -139,6 +146,50 @@ func stream(chk *streamcancel.Checker, interval time.Duration, max int) int {
 		time.Sleep(interval)
 	}
 	return sent
+}
+
+// cancelWhileCutOff starts a run of id on a, cuts a off from Redis by
+// refusing and cutting the connections of proxy, its proxy, and cancels
+// the run from b. The cancel is found and recorded, but its push cannot
+// reach a. It returns the run's Checker, closed when the test ends.
+func cancelWhileCutOff(t *testing.T, proxy *faultproxy.Proxy, a, b *streamcancel.Registry, id string) *streamcancel.Checker {
+	t.Helper()
+	chk, err := a.Start(ctx, id)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = chk.Close() })
+
+	proxy.Refuse(true)
+	proxy.Cut()
+	res, err := b.Cancel(ctx, id)
+	require.NoError(t, err)
+	require.True(t, res.Found, "Cancel(%q).Found while its node is cut off", id)
+	return chk
+}
+
+// watchSubscribers samples the number of subscribers of channel on c's
+// server every 5ms until the returned function is called, which returns
+// the largest number seen.
+func watchSubscribers(c *redis.Client, channel string) (stop func() int64) {
+	done := make(chan struct{})
+	result := make(chan int64, 1)
+	go func() {
+		var maxSeen int64
+		defer func() { result <- maxSeen }()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if n, err := c.PubSubNumSub(ctx, channel).Result(); err == nil {
+				maxSeen = max(maxSeen, n[channel])
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		return <-result
+	}
 }
 
 // downAddr returns a loopback address where nothing listens.

@@ -677,27 +677,3 @@ func itoa(i int) string {
 }
 
 var _ = errors.Is
-
-// A foreign value at a run key never panics: Start fails open, Cancel
-// returns Redis's error, and the value is left alone until it expires.
-func TestForeignValueAtRunKey(t *testing.T) {
-	eachBackend(t, func(t *testing.T, e *env) {
-		a := e.registry(t, "node-a")
-		c := e.client(t)
-		require.NoError(t, c.Set(ctx, e.runKey("chat-1"), "not a hash", time.Minute).Err())
-
-		chk, err := a.Start(ctx, "chat-1")
-		require.NoError(t, err, "Start fails open")
-		assert.False(t, chk.Cancelled())
-		assert.Equal(t, 1, a.Stats().UnregisteredRuns)
-		assert.Equal(t, uint64(1), a.Stats().StartErrors)
-
-		_, err = a.Cancel(ctx, "chat-1")
-		assert.ErrorContains(t, err, "WRONGTYPE")
-
-		require.NoError(t, chk.Close())
-		got, err := c.Get(ctx, e.runKey("chat-1")).Result()
-		require.NoError(t, err)
-		assert.Equal(t, "not a hash", got)
-	})
-}

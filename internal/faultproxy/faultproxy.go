@@ -1,14 +1,19 @@
 // Package faultproxy is a TCP proxy for tests that puts faults between a
 // Redis client and its server: added latency, cut connections, refused
-// connections and connections that stop delivering replies.
+// connections, a blackhole that accepts connections and never answers,
+// and connections that stop delivering replies (half-open) or stop
+// forwarding in both directions. Half-open can hit every connection or
+// only those of Pub/Sub subscribers.
 //
 // It listens on a loopback port and forwards to one target address. All
 // methods are safe for concurrent use.
 package faultproxy
 
 import (
+	"bytes"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +30,11 @@ type Proxy struct {
 	closed  bool
 	wg      sync.WaitGroup
 	accepts int
+
+	// blackhole makes new connections land in held, where they are
+	// read and never answered.
+	blackhole bool
+	held      map[net.Conn]struct{}
 }
 
 // link is one proxied connection.
@@ -32,9 +42,16 @@ type link struct {
 	client net.Conn
 	server net.Conn
 
-	mu     sync.Mutex
-	frozen bool
-	thawed chan struct{}
+	// subscriber is set once the client sent SUBSCRIBE, SSUBSCRIBE or
+	// PSUBSCRIBE on the connection.
+	subscriber atomic.Bool
+
+	// frozen holds the replies, stalled holds both directions. thawed is
+	// closed when both end.
+	mu      sync.Mutex
+	frozen  bool
+	stalled bool
+	thawed  chan struct{}
 
 	resetOnce sync.Once
 	done      chan struct{}
@@ -47,7 +64,7 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, ln: ln, conns: make(map[*link]struct{})}
+	p := &Proxy{target: target, ln: ln, conns: make(map[*link]struct{}), held: make(map[net.Conn]struct{})}
 
 	p.wg.Add(1)
 	go p.accept()
@@ -103,26 +120,64 @@ func (p *Proxy) Cut() {
 // target's replies to the client, as a stuck middlebox would. New
 // connections are not affected. Thaw delivers again.
 func (p *Proxy) Freeze() {
+	p.eachLink(func(l *link) { l.hold(false) })
+}
+
+// FreezeSubscribers makes half-open, as Freeze does, only the current
+// connections on which the client sent SUBSCRIBE, SSUBSCRIBE or
+// PSUBSCRIBE, and leaves the others healthy. It returns how many
+// connections it froze. Thaw delivers again.
+func (p *Proxy) FreezeSubscribers() int {
+	frozen := 0
+	p.eachLink(func(l *link) {
+		if l.subscriber.Load() {
+			l.hold(false)
+			frozen++
+		}
+	})
+	return frozen
+}
+
+// Stall makes every current connection stop forwarding in both
+// directions, as a peer that vanished without closing would: the client's
+// requests no longer reach the target and no reply comes back. The
+// connections stay open. New connections are not affected. Thaw forwards
+// again, including what was held.
+func (p *Proxy) Stall() {
+	p.eachLink(func(l *link) { l.hold(true) })
+}
+
+// Thaw ends Freeze, FreezeSubscribers and Stall on every connection.
+func (p *Proxy) Thaw() {
 	p.eachLink(func(l *link) {
 		l.mu.Lock()
-		if !l.frozen {
-			l.frozen = true
-			l.thawed = make(chan struct{})
+		if l.frozen || l.stalled {
+			l.frozen, l.stalled = false, false
+			close(l.thawed)
 		}
 		l.mu.Unlock()
 	})
 }
 
-// Thaw ends Freeze on every connection.
-func (p *Proxy) Thaw() {
-	p.eachLink(func(l *link) {
-		l.mu.Lock()
-		if l.frozen {
-			l.frozen = false
-			close(l.thawed)
+// Blackhole makes the proxy accept new connections and then neither
+// forward nor answer them (on): the client can connect and write, and
+// never gets a byte back. Off forwards new connections again and resets
+// the connections held so far. Current forwarded connections are not
+// touched; call Stall too to make the target silent for them.
+func (p *Proxy) Blackhole(on bool) {
+	p.mu.Lock()
+	p.blackhole = on
+	var held []net.Conn
+	if !on {
+		for c := range p.held {
+			held = append(held, c)
 		}
-		l.mu.Unlock()
-	})
+	}
+	p.mu.Unlock()
+
+	for _, c := range held {
+		resetConn(c)
+	}
 }
 
 // Close stops the proxy, cuts every connection and waits for its
@@ -139,6 +194,7 @@ func (p *Proxy) Close() error {
 	err := p.ln.Close()
 	p.Thaw()
 	p.Cut()
+	p.Blackhole(false)
 	p.wg.Wait()
 	return err
 }
@@ -161,9 +217,18 @@ func (p *Proxy) accept() {
 
 		p.mu.Lock()
 		refuse := p.refuse || p.closed
+		blackhole := p.blackhole
+		if blackhole && !refuse {
+			p.held[client] = struct{}{}
+			p.wg.Add(1)
+		}
 		p.mu.Unlock()
 		if refuse {
 			resetConn(client)
+			continue
+		}
+		if blackhole {
+			go p.swallow(client)
 			continue
 		}
 
@@ -192,8 +257,28 @@ func (p *Proxy) accept() {
 	}
 }
 
+// swallow reads and discards what a blackholed client sends until the
+// connection is closed.
+func (p *Proxy) swallow(client net.Conn) {
+	defer p.wg.Done()
+	defer func() {
+		p.mu.Lock()
+		delete(p.held, client)
+		p.mu.Unlock()
+		resetConn(client)
+	}()
+
+	buf := make([]byte, 32<<10)
+	for {
+		if _, err := client.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
 // forward copies src to dst until either side fails. Replies, the target
-// to client direction, honour the delay and Freeze.
+// to client direction, honour the delay and Freeze; both directions honour
+// Stall.
 func (p *Proxy) forward(l *link, dst, src net.Conn, reply bool) {
 	defer p.wg.Done()
 	defer func() {
@@ -206,10 +291,13 @@ func (p *Proxy) forward(l *link, dst, src net.Conn, reply bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && !reply && isSubscribe(buf[:n]) {
+			l.subscriber.Store(true)
+		}
+		if n > 0 && !l.waitThawed(reply) {
+			return
+		}
 		if n > 0 && reply {
-			if !l.waitThawed() {
-				return
-			}
 			p.mu.Lock()
 			delay := p.delay
 			p.mu.Unlock()
@@ -228,14 +316,27 @@ func (p *Proxy) forward(l *link, dst, src net.Conn, reply bool) {
 	}
 }
 
-// waitThawed blocks while the link is frozen. It returns false when the
-// link was closed meanwhile.
-func (l *link) waitThawed() bool {
+// hold stops forwarding the replies of l, or with both both directions.
+func (l *link) hold(both bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	if !l.frozen && !l.stalled {
+		l.thawed = make(chan struct{})
+	}
+	l.frozen = true
+	l.stalled = l.stalled || both
+}
+
+// waitThawed blocks while l holds the direction given by reply. It
+// returns false when the link was closed meanwhile.
+func (l *link) waitThawed(reply bool) bool {
 	for {
 		l.mu.Lock()
-		frozen, thawed := l.frozen, l.thawed
+		held := l.stalled || (reply && l.frozen)
+		thawed := l.thawed
 		l.mu.Unlock()
-		if !frozen {
+		if !held {
 			return true
 		}
 		select {
@@ -244,6 +345,51 @@ func (l *link) waitThawed() bool {
 			return false
 		}
 	}
+}
+
+// subscribeCommands are the RESP bulk strings that name the commands that
+// turn a connection into a Pub/Sub subscriber, in lower case.
+var subscribeCommands = [][]byte{
+	[]byte("$9\r\nsubscribe\r\n"),
+	[]byte("$10\r\nssubscribe\r\n"),
+	[]byte("$10\r\npsubscribe\r\n"),
+}
+
+// isSubscribe reports whether b, bytes a client sent, contains a
+// subscribe command: a RESP array whose first element names it.
+//
+// NOTE: a command split across two reads is missed. Redis clients write
+// each command in one write.
+func isSubscribe(b []byte) bool {
+	lower := bytes.ToLower(b)
+	for _, cmd := range subscribeCommands {
+		for from := 0; ; {
+			i := bytes.Index(lower[from:], cmd)
+			if i < 0 {
+				break
+			}
+			if startsArray(lower[:from+i]) {
+				return true
+			}
+			from += i + 1
+		}
+	}
+	return false
+}
+
+// startsArray reports whether b ends with a RESP array header, "*" and a
+// count followed by CRLF.
+func startsArray(b []byte) bool {
+	if !bytes.HasSuffix(b, []byte("\r\n")) {
+		return false
+	}
+	i := len(b) - 2
+	digits := 0
+	for i > 0 && b[i-1] >= '0' && b[i-1] <= '9' {
+		i--
+		digits++
+	}
+	return digits > 0 && i > 0 && b[i-1] == '*'
 }
 
 func (l *link) reset() {

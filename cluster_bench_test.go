@@ -158,11 +158,15 @@ func benchPush(b *testing.B, cluster *redistest.Cluster, sharded bool) {
 }
 
 // reportPercentiles reports the median and the 99th percentile of the
-// times from a cancel's start until the run or subscriber had it.
+// times from a cancel's start until the run or subscriber had it, and the
+// percentage of those times above 10ms.
 func reportPercentiles(b *testing.B, delivered []time.Duration) {
 	sort.Slice(delivered, func(i, j int) bool { return delivered[i] < delivered[j] })
 	b.ReportMetric(float64(delivered[len(delivered)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(delivered[len(delivered)*99/100].Nanoseconds()), "p99-ns")
+
+	slow := sort.Search(len(delivered), func(i int) bool { return delivered[i] > 10*time.Millisecond })
+	b.ReportMetric(100*float64(len(delivered)-slow)/float64(len(delivered)), "over-10ms-%")
 }
 
 // benchRegistry returns a registry whose background passes stay out of the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,16 +55,31 @@ func (ce *clusterEnv) existing(t *testing.T, keys []string) int {
 }
 
 // subscribers returns the number of subscribers of channel on all
-// running primaries and replicas together.
-func (ce *clusterEnv) subscribers(t *testing.T, channel string) int64 {
-	var n int64
+// primaries and replicas that serve slots, together. go-redis asks the
+// nodes in parallel.
+func (ce *clusterEnv) subscribers(channel string) (int64, error) {
+	var n atomic.Int64
 	err := ce.admin.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {
 		counts, err := node.PubSubNumSub(ctx, channel).Result()
-		n += counts[channel]
+		n.Add(counts[channel])
 		return err
 	})
+	return n.Load(), err
+}
+
+// requireOneSubscriber waits until channel has exactly one subscriber in
+// the cluster, and checks again after a while, because a replaced
+// connection that lingers or a second subscribe loop would show up late.
+func (ce *clusterEnv) requireOneSubscriber(t *testing.T, channel string) {
+	require.Eventually(t, func() bool {
+		n, err := ce.subscribers(channel)
+		return err == nil && n == 1
+	}, 3*time.Second, 10*time.Millisecond, "one subscriber of %s in the cluster", channel)
+
+	time.Sleep(500 * time.Millisecond)
+	n, err := ce.subscribers(channel)
 	require.NoError(t, err)
-	return n
+	assert.Equal(t, int64(1), n, "subscribers of %s in the cluster", channel)
 }
 
 // spreadIDs returns n stream IDs whose keys under prefix fall on every
@@ -174,10 +190,7 @@ func TestCluster(t *testing.T) {
 		ended := loop.waitEnded(t, poll+time.Second)
 		assert.Less(t, ended.Sub(cancelAt), poll+200*time.Millisecond, "loop end after Cancel")
 
-		channel := "f2:node:node-a"
-		require.Eventually(t, func() bool { return ce.subscribers(t, channel) == 1 }, 3*time.Second, 10*time.Millisecond, "subscribers of %s", channel)
-		time.Sleep(500 * time.Millisecond)
-		assert.Equal(t, int64(1), ce.subscribers(t, channel), "subscribers of %s in the cluster", channel)
+		ce.requireOneSubscriber(t, "f2:node:node-a")
 	})
 
 	// F3 on a cluster: the marker of A's run is deleted and every node's
@@ -350,7 +363,7 @@ func TestCluster(t *testing.T) {
 			cluster.WaitReady(10 * time.Second)
 			round(500 * time.Millisecond)
 			assert.Greater(t, a.Stats().Subscriptions, subscriptions, "subscriptions of A")
-			assert.Equal(t, int64(1), ce.subscribers(t, "f14:node:node-a"), "subscribers of A's channel in the cluster")
+			ce.requireOneSubscriber(t, "f14:node:node-a")
 		})
 	})
 }
@@ -451,4 +464,15 @@ func TestSentinelFailover(t *testing.T) {
 
 	ids := []string{"chat-2", "chat-3", "chat-4"}
 	cancelsWorkWithin(t, a, b, ids, 5*time.Second)
+
+	// The push works again too: A's subscriber moved to the new primary.
+	waitSubscribed(t, a)
+	chk, err = a.Start(ctx, "chat-5")
+	require.NoError(t, err)
+	defer chk.Close()
+	res, err = b.Cancel(ctx, "chat-5")
+	require.NoError(t, err)
+	require.True(t, res.Found, "Cancel(chat-5).Found")
+	assert.True(t, res.Pushed, "Cancel(chat-5).Pushed")
+	waitDone(t, chk, 100*time.Millisecond)
 }

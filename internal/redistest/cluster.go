@@ -74,10 +74,6 @@ func StartCluster(t testing.TB) *Cluster {
 	for i := 0; i < 3; i++ {
 		c.Replicas = append(c.Replicas, StartServer(t, args...))
 	}
-	if t.Skipped() || t.Failed() {
-		return c
-	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
 	defer cancel()
 	if err := c.create(ctx); err != nil {

@@ -292,7 +292,7 @@ func TestCluster(t *testing.T) {
 		waitSubscribed(t, a)
 		ids := ce.spreadIDs(t, "f14", 96)
 
-		round := func(limit time.Duration) {
+		round := func(t *testing.T, limit time.Duration) {
 			t.Helper()
 			chks := make([]*streamcancel.Checker, len(ids))
 			for i, id := range ids {
@@ -306,6 +306,7 @@ func TestCluster(t *testing.T) {
 				}
 			}()
 
+			pushes := a.Stats().PushesReceived
 			cancelAt := time.Now()
 			var wg sync.WaitGroup
 			errs := make([]error, len(ids))
@@ -335,10 +336,14 @@ func TestCluster(t *testing.T) {
 				require.True(t, found[i], "Cancel(%q).Found", ids[i])
 			}
 			require.Equal(t, len(ids), stopped, "runs stopped within %v", limit)
+			// A poll pass may stop a run before its push arrives, so the
+			// pushes may come in after the runs stopped.
+			assert.Eventually(t, func() bool { return a.Stats().PushesReceived-pushes >= uint64(len(ids)) }, time.Second, time.Millisecond,
+				"A did not receive a push for each of the %d cancels", len(ids))
 			t.Logf("%d of %d runs stopped, the last %v after the cancels began", stopped, len(ids), slowest)
 		}
 
-		round(500 * time.Millisecond)
+		round(t, 500*time.Millisecond)
 		assert.Zero(t, a.Stats().SyncErrors+a.Stats().StartErrors, "errors of A")
 
 		t.Run("ManualFailover", func(t *testing.T) {
@@ -348,7 +353,7 @@ func TestCluster(t *testing.T) {
 			t.Logf("the replica took over %v after CLUSTER FAILOVER", switched)
 			cancelsWorkWithin(t, a, b, ids, 5*time.Second)
 			cluster.WaitReady(10 * time.Second)
-			round(500 * time.Millisecond)
+			round(t, 500*time.Millisecond)
 		})
 
 		// The primary killed serves the slot of A's channel, so A's
@@ -361,7 +366,7 @@ func TestCluster(t *testing.T) {
 			t.Logf("the replica took over %v after the primary was killed", switched)
 			cancelsWorkWithin(t, a, b, ids, 5*time.Second)
 			cluster.WaitReady(10 * time.Second)
-			round(500 * time.Millisecond)
+			round(t, 500*time.Millisecond)
 			assert.Greater(t, a.Stats().Subscriptions, subscriptions, "subscriptions of A")
 			ce.requireOneSubscriber(t, "f14:node:node-a")
 		})

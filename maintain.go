@@ -46,15 +46,15 @@ func (r *Registry) maintain() {
 // loadScripts loads the library's scripts into Redis, so that the first
 // Start, Cancel and Close after a connect or a Redis restart need no
 // second round trip for a missing script. A failure is left to the
-// fallback in each call. On a cluster client each load goes to every node
-// and fails when one node fails, so one failure does not stop the loads
-// of the other scripts on the nodes that reply.
+// fallback in each call.
 func (r *Registry) loadScripts() {
 	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.pollInterval, time.Second))
 	defer cancel()
 
 	for _, script := range []*redis.Script{syncScript, cancelScript, releaseScript} {
-		_ = script.Load(ctx, r.rdb).Err()
+		if err := script.Load(ctx, r.rdb).Err(); err != nil {
+			return
+		}
 	}
 }
 

@@ -55,8 +55,8 @@ func (ce *clusterEnv) existing(t *testing.T, keys []string) int {
 }
 
 // subscribers returns the number of subscribers of channel on all
-// primaries and replicas that serve slots, together. go-redis asks the
-// nodes in parallel.
+// primaries and replicas that serve slots, together. ForEachShard calls
+// its function on parallel goroutines.
 func (ce *clusterEnv) subscribers(channel string) (int64, error) {
 	var n atomic.Int64
 	err := ce.admin.ForEachShard(ctx, func(ctx context.Context, node *redis.Client) error {

@@ -6,7 +6,9 @@
 // the records in the background. Each run gets a [Checker] whose
 // per-chunk [Checker.Cancelled] call is a local atomic read. When Redis
 // fails, the library fails open: streams keep going and cancels return
-// errors instead of false successes.
+// errors instead of false successes. Redis may be one server, a primary
+// managed by Sentinel or a Redis Cluster, through the matching go-redis
+// client.
 //
 // A typical streaming handler:
 //

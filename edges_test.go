@@ -364,3 +364,29 @@ func TestTakenOverRunRegisteredAgain(t *testing.T) {
 		waitDone(t, chk, time.Second)
 	})
 }
+
+// After SCRIPT FLUSH, as after a failover to a server that never loaded
+// the scripts, the background passes and Registry.Close still run them: a
+// lost marker is registered again, and Close deletes every marker.
+func TestScriptCacheFlushed(t *testing.T) {
+	e := ownServer(t)
+	c := e.client(t)
+	a := e.registry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
+
+	for _, id := range []string{"chat-1", "chat-2"} {
+		chk, err := a.Start(ctx, id)
+		require.NoError(t, err)
+		defer chk.Close()
+	}
+
+	require.NoError(t, c.ScriptFlush(ctx).Err())
+	require.NoError(t, c.Del(ctx, e.runKey("chat-1")).Err())
+	require.Eventually(t, func() bool {
+		n, err := c.Exists(ctx, e.runKey("chat-1")).Result()
+		return err == nil && n == 1
+	}, 2*time.Second, 5*time.Millisecond, "marker of chat-1 registered again")
+
+	require.NoError(t, c.ScriptFlush(ctx).Err())
+	require.NoError(t, a.Close())
+	assert.Empty(t, e.keys(t, c), "keys after Close")
+}

@@ -122,6 +122,9 @@ func (r *Registry) Stats() Stats {
 // reportError counts err and logs it unless an error of the same kind was
 // logged less than the log interval ago.
 func (r *Registry) reportError(kind errorKind, streamID string, err error) {
+	if kind != kindConflict {
+		refreshTopology(r.rdb, err)
+	}
 	r.stats.errors[kind].Add(1)
 	r.errLog.log(kind, streamID, r.cfg.nodeID, err)
 }

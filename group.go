@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // CancelGroup cancels every active run that joined group through
@@ -77,12 +75,12 @@ func (r *Registry) cancelMembers(ctx context.Context, group string, cfg cancelCo
 	}
 
 	prefix := r.cfg.keyPrefix
-	cmds := make([]*redis.Cmd, len(runs))
-	err = r.pipelineScripts(ctx, cancelScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
-		keys := []string{runKey(prefix, runs[i].streamID), streamKey(prefix, runs[i].streamID, "pending"), streamKey(prefix, runs[i].streamID, "wait")}
-		cmds[i] = cancelScript.EvalSha(ctx, pipe, keys, nodeChannelPrefix(prefix), cfg.reason, runs[i].token, "", 0, 0)
-		return cmds[i]
-	})
+	calls := make([]scriptCall, len(runs))
+	for i, run := range runs {
+		keys := []string{runKey(prefix, run.streamID), streamKey(prefix, run.streamID, "pending"), streamKey(prefix, run.streamID, "wait")}
+		calls[i] = scriptCall{keys: keys, args: []interface{}{nodeChannelPrefix(prefix), cfg.reason, run.token, "", 0, 0}}
+	}
+	cmds := r.pipelineScript(ctx, cancelScript, calls)
 
 	for _, cmd := range cmds {
 		reply, cerr := parseCancelReply(cmd.Val())
@@ -112,13 +110,15 @@ func (r *Registry) joinGroup(ctx context.Context, c *Checker) error {
 // joinGroups runs joinGroup for runs in one pipeline and reports the
 // first error.
 func (r *Registry) joinGroups(ctx context.Context, runs []*Checker) {
-	cmds := make([]*redis.Cmd, len(runs))
-	err := r.pipelineScripts(ctx, groupScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
-		cmds[i] = groupScript.EvalSha(ctx, pipe, []string{groupKey(r.cfg.keyPrefix, runs[i].group)}, runs[i].groupArgs(groupJoin)...)
-		return cmds[i]
-	})
-	for i := 0; err == nil && i < len(cmds); i++ {
-		err = cmds[i].Err()
+	calls := make([]scriptCall, len(runs))
+	for i, c := range runs {
+		calls[i] = scriptCall{keys: []string{groupKey(r.cfg.keyPrefix, c.group)}, args: c.groupArgs(groupJoin)}
+	}
+	var err error
+	for _, cmd := range r.pipelineScript(ctx, groupScript, calls) {
+		if err = cmd.Err(); err != nil {
+			break
+		}
 	}
 	if err != nil && r.ctx.Err() == nil {
 		r.reportError(kindSync, runs[0].streamID, fmt.Errorf("extending group memberships: %w", err))

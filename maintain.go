@@ -107,16 +107,17 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.pollInterval, time.Second))
 	defer cancel()
 
-	cmds := make([]*redis.Cmd, len(runs))
-	err := r.pipelineScripts(ctx, syncScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
+	calls := make([]scriptCall, len(runs))
+	for i, c := range runs {
 		m := mode
-		if !runs[i].registered.Load() {
-			m = runs[i].registerMode()
+		if !c.registered.Load() {
+			m = c.registerMode()
 		}
-		cmds[i] = r.syncCmd(ctx, pipe, runs[i], m)
-		return cmds[i]
-	})
+		calls[i] = scriptCall{keys: c.syncKeys, args: c.syncArgs(m)}
+	}
+	cmds := r.pipelineScript(ctx, syncScript, calls)
 
+	var err error
 	errStream := runs[0].streamID
 	var lost, stale, join []*Checker
 	for i, c := range runs {
@@ -213,10 +214,6 @@ func (r *Registry) runSync(ctx context.Context, c *Checker, mode string) (syncRe
 	return parseSyncReply(v)
 }
 
-func (r *Registry) syncCmd(ctx context.Context, pipe redis.Pipeliner, c *Checker, mode string) *redis.Cmd {
-	return syncScript.EvalSha(ctx, pipe, c.syncKeys, c.syncArgs(mode)...)
-}
-
 func (c *Checker) syncArgs(mode string) []interface{} {
 	return []interface{}{c.token, c.reg.cfg.nodeID, c.reg.cfg.ttl.Milliseconds(), mode, nodeChannelPrefix(c.reg.cfg.keyPrefix)}
 }
@@ -230,53 +227,69 @@ func (c *Checker) registerMode() string {
 	return modeRegister
 }
 
-// firstError returns the first error among cmds.
-func firstError(cmds []redis.Cmder) error {
-	for _, cmd := range cmds {
-		if err := cmd.Err(); err != nil {
-			return err
-		}
-	}
-	return nil
+// scriptCall is one call of a script: the keys of one stream and the
+// arguments.
+type scriptCall struct {
+	keys []string
+	args []interface{}
 }
 
-// pipelineScripts sends n EVALSHA commands of script, built by add, in one
-// pipeline. When Redis lacks the script, as after a restart, it loads the
-// script and sends the pipeline once more. Replies and errors stay in the
-// commands; pipelineScripts itself fails only when loading the script
-// fails.
-func (r *Registry) pipelineScripts(ctx context.Context, script *redis.Script, n int, add func(redis.Pipeliner, int) redis.Cmder) error {
-	send := func() (noScript bool) {
-		pipe := r.rdb.Pipeline()
-		cmds := make([]redis.Cmder, n)
-		for i := 0; i < n; i++ {
-			cmds[i] = add(pipe, i)
-		}
-		_, err := pipe.Exec(ctx)
+// pipelineScript sends calls of script in one pipeline as EVALSHA and
+// returns their commands, in the order of calls, with the replies and
+// errors in them. Calls that get NOSCRIPT, as after a restart or on a
+// cluster node that never loaded the script, are sent once more as EVAL in
+// a second pipeline, which also caches the script on that server.
+//
+// On a cluster each call goes to the primary of its keys' slot, so the
+// keys of one call must share a slot, which the keys of one stream do.
+func (r *Registry) pipelineScript(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+	cmds := r.sendScripts(ctx, calls, func(pipe redis.Pipeliner, c scriptCall) *redis.Cmd {
+		return script.EvalSha(ctx, pipe, c.keys, c.args...)
+	})
 
-		// go-redis leaves the commands without an error when it could
-		// not get a connection at all.
-		if err != nil && firstError(cmds) == nil {
-			for _, cmd := range cmds {
-				cmd.SetErr(err)
-			}
+	var missing []int
+	for i, cmd := range cmds {
+		if isNoScript(cmd.Err()) {
+			missing = append(missing, i)
 		}
+	}
+	if len(missing) == 0 {
+		return cmds
+	}
 
+	retry := make([]scriptCall, len(missing))
+	for j, i := range missing {
+		retry[j] = calls[i]
+	}
+	evals := r.sendScripts(ctx, retry, func(pipe redis.Pipeliner, c scriptCall) *redis.Cmd {
+		return script.Eval(ctx, pipe, c.keys, c.args...)
+	})
+	for j, i := range missing {
+		cmds[i] = evals[j]
+	}
+	return cmds
+}
+
+// sendScripts sends one command per call, built by add, in one pipeline.
+func (r *Registry) sendScripts(ctx context.Context, calls []scriptCall, add func(redis.Pipeliner, scriptCall) *redis.Cmd) []*redis.Cmd {
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(calls))
+	for i, c := range calls {
+		cmds[i] = add(pipe, c)
+	}
+	_, err := pipe.Exec(ctx)
+
+	// go-redis leaves the commands without an error when it could not
+	// get a connection at all.
+	if err != nil {
 		for _, cmd := range cmds {
-			if isNoScript(cmd.Err()) {
-				return true
+			if cmd.Err() != nil {
+				return cmds
 			}
 		}
-		return false
+		for _, cmd := range cmds {
+			cmd.SetErr(err)
+		}
 	}
-
-	if !send() {
-		return nil
-	}
-
-	if err := script.Load(ctx, r.rdb).Err(); err != nil {
-		return fmt.Errorf("loading script: %w", err)
-	}
-	send()
-	return nil
+	return cmds
 }

@@ -85,10 +85,14 @@ type CancelResult struct {
 	// NodeID is the node that runs the canceled run, when Found is true.
 	NodeID string
 
-	// Pushed is true when the Pub/Sub push reached at least one
-	// subscriber of that node on the Redis server that ran the script. It is
-	// best-effort: false does not mean the cancel is lost, because the
-	// stored record still stops the run.
+	// Pushed is true when Redis delivered the Pub/Sub push to at least
+	// one subscriber of that node's channel connected to the server that
+	// ran the cancel. On one Redis or a Sentinel-managed primary those are
+	// all its subscribers. On Redis Cluster the push also reaches the other
+	// nodes over the cluster bus, and those deliveries are not counted, so
+	// there Pushed is often false although the run got the push. Either
+	// way false does not mean the cancel is lost, because the stored record
+	// still stops the run.
 	Pushed bool
 
 	// Pending is true when no run was active and a pending cancel is now
@@ -101,9 +105,10 @@ type CancelResult struct {
 	StopDuration time.Duration
 }
 
-// NewRegistry returns a Registry that uses rdb, a *redis.Client or any
-// other redis.UniversalClient. NOTE: only *redis.Client on a single Redis
-// is tested so far; failover (Sentinel) and cluster clients are not.
+// NewRegistry returns a Registry that uses rdb: a *redis.Client, the client
+// of redis.NewFailoverClient for a Sentinel-managed primary, or a
+// *redis.ClusterClient for Redis Cluster. All registries that share
+// streams must use the same Redis deployment and key prefix.
 // It fails only on a nil client, a nil Option or an option value out of
 // range, with an error matching ErrInvalidOption. It does not contact
 // Redis, so it succeeds while Redis is unreachable and connects when it can.
@@ -312,6 +317,7 @@ func (r *Registry) cancel(ctx context.Context, streamID string, cfg cancelConfig
 		return CancelResult{}, "", fmt.Errorf("%w: cancel %q: use a registry that is not closed", err, streamID)
 	}
 	if err != nil {
+		refreshTopology(r.rdb, err)
 		r.stats.cancelErrors.Add(1)
 		return CancelResult{}, "", fmt.Errorf("streamcancel: cancel %q: the cancel may or may not be recorded, retry it: %w", streamID, err)
 	}
@@ -558,13 +564,15 @@ func (r *Registry) releaseAll(ctx context.Context, runs []*Checker, mode string)
 	if len(runs) == 0 {
 		return nil
 	}
-	cmds := make([]redis.Cmder, len(runs))
-	err := r.pipelineScripts(ctx, releaseScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
-		cmds[i] = releaseScript.EvalSha(ctx, pipe, runs[i].releaseKeys, r.releaseArgs(runs[i], mode)...)
-		return cmds[i]
-	})
-	for i := 0; err == nil && i < len(cmds); i++ {
-		err = cmds[i].Err()
+	calls := make([]scriptCall, len(runs))
+	for i, c := range runs {
+		calls[i] = scriptCall{keys: c.releaseKeys, args: r.releaseArgs(c, mode)}
+	}
+	var err error
+	for _, cmd := range r.pipelineScript(ctx, releaseScript, calls) {
+		if err = cmd.Err(); err != nil {
+			break
+		}
 	}
 	if err != nil {
 		r.reportError(kindRelease, runs[0].streamID, err)

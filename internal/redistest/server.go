@@ -63,6 +63,7 @@ type Server struct {
 	args   []string
 	dir    string
 	log    string
+	conf   string // Sentinel's configuration file; empty for a plain server
 	port   int
 	addr   string
 
@@ -93,6 +94,14 @@ type process struct {
 // within 5 seconds.
 func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
+	return startServer(t, false, args)
+}
+
+// startServer is StartServer. With sentinel set it starts redis-server in
+// Sentinel mode, with a configuration file of its own that Sentinel
+// rewrites.
+func startServer(t testing.TB, sentinel bool, args []string) *Server {
+	t.Helper()
 
 	for _, arg := range args {
 		for _, reserved := range reservedArgs {
@@ -117,6 +126,13 @@ func StartServer(t testing.TB, args ...string) *Server {
 		args:   args,
 		dir:    dir,
 		log:    filepath.Join(dir, "redis.log"),
+	}
+	if sentinel {
+		s.conf = filepath.Join(dir, "sentinel.conf")
+		if err := os.WriteFile(s.conf, nil, 0o600); err != nil {
+			t.Fatalf("redistest: failed to create the Sentinel configuration file: %v", err)
+			return nil
+		}
 	}
 	t.Cleanup(s.cleanup)
 
@@ -274,6 +290,9 @@ func (s *Server) startLocked() error {
 		"--logfile", "",
 	}
 	args = append(args, s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf, "--sentinel"}, args...)
+	}
 
 	cmd := exec.Command(s.binary, args...)
 	// An *os.File is passed to the child as is, so exec starts no goroutine
@@ -449,4 +468,11 @@ func releasePort(port int) {
 	ports.Lock()
 	defer ports.Unlock()
 	delete(ports.inUse, port)
+}
+
+// running reports whether the server process is running.
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
 }

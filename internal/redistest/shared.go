@@ -3,7 +3,9 @@
 // Shared returns a client for a Redis server that many tests use at once,
 // so each test keeps its keys under a prefix from UniquePrefix. StartServer
 // starts a private redis-server that a test may stop and restart to
-// simulate a failing node.
+// simulate a failing node. StartCluster starts a Redis Cluster of three
+// primaries and three replicas, and StartSentinel a primary, a replica and
+// a Sentinel, all from such servers.
 //
 // When the Redis needed is not available, the helpers skip the test, unless
 // the environment variable STREAMCANCEL_REQUIRE_REDIS is set to 1, which

@@ -1,11 +1,13 @@
 package streamcancel_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,8 +34,16 @@ var libraryCommands = []string{
 	// quiet period.
 	"subscribe", "ping",
 
-	// Inside sync.lua, cancel.lua and release.lua.
+	// Inside sync.lua, cancel.lua and release.lua; CancelAndWait also
+	// reads the ended record with HGET.
 	"hmget", "hset", "pexpire", "publish", "type", "hget", "del",
+
+	// Pending cancels (cancel.lua, sync.lua) and the waiters and ended
+	// records of CancelAndWait (cancel.lua, release.lua).
+	"set", "get", "hdel", "hkeys", "pttl",
+
+	// Groups, in group.lua.
+	"time", "zadd", "zrange", "zrem", "zremrangebyscore",
 }
 
 // aclUser creates user on admin's server with access to exactly commands,
@@ -66,12 +76,17 @@ func aclDenials(t *testing.T, admin *redis.Client) []string {
 	return denials
 }
 
-// exerciseEveryCommand takes a run through every path that sends a
+// exerciseEveryCommand takes runs through every path that sends a
 // command: Start with and without the script loaded in Redis, polls, lease
-// refreshes, the subscriber's PING, a pushed Cancel from another node and
-// Checker.Close. It returns the errors the registries counted.
+// refreshes, the subscriber's PING, a pending cancel, a takeover, a group
+// cancel, a pushed CancelAndWait from another node and Checker.Close. It
+// returns the errors the registries counted.
 func exerciseEveryCommand(t *testing.T, e *env, rdb, admin *redis.Client, run string) uint64 {
-	opts := []streamcancel.Option{streamcancel.WithPollInterval(50 * time.Millisecond), streamcancel.WithTTL(300 * time.Millisecond)}
+	opts := []streamcancel.Option{
+		streamcancel.WithPollInterval(50 * time.Millisecond),
+		streamcancel.WithTTL(300 * time.Millisecond),
+		streamcancel.WithPendingCancel(time.Second),
+	}
 	a := e.registryOn(t, rdb, "node-a-"+run, opts...)
 	b := e.registryOn(t, rdb, "node-b-"+run, opts...)
 
@@ -81,19 +96,53 @@ func exerciseEveryCommand(t *testing.T, e *env, rdb, admin *redis.Client, run st
 	time.Sleep(50 * time.Millisecond)
 	require.NoError(t, admin.ScriptFlush(ctx).Err())
 
-	chk, err := a.Start(ctx, run)
+	// endOnCancel closes a run's Checker once its context is done, as a
+	// loop would. The closes finish before this function returns, so no
+	// command of this run reaches the ACL LOG of the next.
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	endOnCancel := func(chk *streamcancel.Checker) {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			select {
+			case <-chk.Context().Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+			_ = chk.Close()
+		}()
+	}
+
+	chk, err := a.Start(ctx, run, streamcancel.WithGroup("group-"+run))
 	require.NoError(t, err)
+	endOnCancel(chk)
+	member, err := a.Start(ctx, run+"-member", streamcancel.WithGroup("group-"+run))
+	require.NoError(t, err)
+	endOnCancel(member)
 	time.Sleep(300 * time.Millisecond) // polls, refreshes and PINGs
-	if _, err := b.Cancel(ctx, run); err == nil {
-		select {
-		case <-chk.Context().Done():
-		case <-time.After(time.Second):
+
+	if _, err := b.Cancel(ctx, run+"-pending", streamcancel.WithReason("stop")); err == nil {
+		if pending, err := a.Start(ctx, run+"-pending"); err == nil {
+			_ = pending.Close()
 		}
 	}
+	if old, err := a.Start(ctx, run+"-old"); err == nil {
+		endOnCancel(old)
+		if taker, err := b.Start(ctx, run+"-old", streamcancel.WithTakeover()); err == nil {
+			_ = taker.Close()
+		}
+	}
+
+	waitCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	_, _ = b.CancelAndWait(waitCtx, run)
+	_, _ = b.CancelGroup(ctx, "group-"+run)
 	_ = chk.Close()
+	_ = member.Close()
+	loops.Wait()
 
 	sa, sb := a.Stats(), b.Stats()
-	return sa.StartErrors + sa.SyncErrors + sa.SubscribeErrors + sa.ReleaseErrors + sb.CancelErrors + sb.SubscribeErrors
+	return sa.StartErrors + sa.SyncErrors + sa.SubscribeErrors + sa.ReleaseErrors + sb.CancelErrors + sb.SubscribeErrors + sb.StartErrors + sb.ReleaseErrors
 }
 
 // The library works as an ACL user allowed exactly libraryCommands on its
@@ -109,7 +158,10 @@ func TestLeastPrivilegeACL(t *testing.T) {
 		errs := exerciseEveryCommand(t, e, rdb, admin, "exact")
 		assert.Empty(t, aclDenials(t, admin), "ACL LOG")
 		assert.Zero(t, errs, "errors counted by the registries")
-		assert.Empty(t, e.keys(t, admin), "keys after the run closed")
+		for _, key := range e.keys(t, admin) {
+			assert.True(t, strings.HasSuffix(key, ":ended"), "key %s left after the runs closed; only ended records stay, for their TTL", key)
+			assert.Positive(t, admin.PTTL(ctx, key).Val(), "PTTL of %s", key)
+		}
 	})
 
 	for i, missing := range libraryCommands {

@@ -23,9 +23,10 @@ import (
 //
 // When Redis fails or ctx ends first, CancelGroup returns an error together
 // with the number of runs whose cancel is known to be recorded. The cancels
-// of other members may or may not be recorded then. When ctx has no deadline, it gives up after 5s. It returns
-// ErrInvalidGroup for an invalid group, ErrInvalidReason for an invalid
-// reason and ErrClosed after Close. It is safe for concurrent use.
+// of other members may or may not be recorded then. When ctx has no
+// deadline, CancelGroup gives up after 5s. It returns ErrInvalidGroup for an
+// invalid group, ErrInvalidReason for an invalid reason and ErrClosed after
+// Close. It is safe for concurrent use.
 func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...CancelOption) (int, error) {
 	if err := validateGroup(group); err != nil {
 		return 0, err
@@ -49,6 +50,7 @@ func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...Cancel
 		return n, fmt.Errorf("%w: cancel group %q: use a registry that is not closed", err, group)
 	}
 	if err != nil {
+		refreshTopology(r.rdb, err)
 		r.stats.cancelErrors.Add(1)
 		return n, fmt.Errorf("streamcancel: cancel group %q: %d runs canceled, the others may or may not be; retry it: %w", group, n, err)
 	}

@@ -157,6 +157,71 @@ func TestCluster(t *testing.T) {
 		assert.ErrorIs(t, context.Cause(chk.Context()), streamcancel.ErrCanceled)
 	})
 
+	// The cancel semantics on a cluster, with stream keys on every primary
+	// and the group key in a slot of its own: CancelGroup cancels and
+	// counts runs on all primaries, CancelAndWait confirms a run's end, a
+	// pending cancel stops the next Start, and a takeover cancels the old
+	// run on the other node. No MOVED, ASK or CROSSSLOT error reaches the
+	// caller.
+	t.Run("CancelSemantics", func(t *testing.T) {
+		a := ce.registry(t, "sem", "node-a")
+		b := ce.registry(t, "sem", "node-b", streamcancel.WithPendingCancel(time.Second))
+		waitSubscribed(t, a)
+		ids := ce.spreadIDs(t, "sem", 24)
+
+		chks := make([]*streamcancel.Checker, len(ids))
+		for i, id := range ids {
+			chk, err := a.Start(ctx, id, streamcancel.WithGroup("conv-1"))
+			require.NoError(t, err)
+			defer chk.Close()
+			chks[i] = chk
+		}
+		cancelAt := time.Now()
+		n, err := b.CancelGroup(ctx, "conv-1", streamcancel.WithReason("user left"))
+		require.NoError(t, err)
+		assert.Equal(t, len(ids), n, "runs CancelGroup counted")
+		for i, chk := range chks {
+			waitDone(t, chk, time.Until(cancelAt.Add(500*time.Millisecond)))
+			var cause *streamcancel.CancelError
+			require.ErrorAs(t, context.Cause(chk.Context()), &cause, "cause of %s", ids[i])
+			assert.Equal(t, "user left", cause.Reason)
+		}
+
+		chk, err := a.Start(ctx, "wait-1")
+		require.NoError(t, err)
+		go func() {
+			<-chk.Context().Done()
+			time.Sleep(20 * time.Millisecond)
+			_ = chk.Close()
+		}()
+		waitCtx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		res, err := b.CancelAndWait(waitCtx, "wait-1")
+		require.NoError(t, err)
+		assert.True(t, res.Found)
+		assert.GreaterOrEqual(t, res.StopDuration, 20*time.Millisecond, "StopDuration")
+
+		res, err = b.Cancel(ctx, "pending-1")
+		require.NoError(t, err)
+		assert.True(t, res.Pending, "Cancel of a stream with no run stores a pending cancel")
+		chk, err = a.Start(ctx, "pending-1")
+		require.NoError(t, err)
+		assert.True(t, chk.Cancelled(), "first Cancelled() after a pending cancel")
+		require.NoError(t, chk.Close())
+
+		old, err := a.Start(ctx, "taken-1")
+		require.NoError(t, err)
+		defer old.Close()
+		taker, err := b.Start(ctx, "taken-1", streamcancel.WithTakeover())
+		require.NoError(t, err)
+		defer taker.Close()
+		waitDone(t, old, 500*time.Millisecond)
+		assert.ErrorIs(t, context.Cause(old.Context()), streamcancel.ErrTakenOver)
+		assert.False(t, taker.Cancelled(), "new run after the takeover")
+
+		assert.Zero(t, a.Stats().SyncErrors+a.Stats().StartErrors+b.Stats().StartErrors, "errors of A and B")
+	})
+
 	// F2 on a cluster: every node drops its Pub/Sub connections, and B
 	// cancels 500ms later. A stops within PollInterval + 200ms, and then
 	// exactly one subscriber of A's channel is alive in the whole cluster.

@@ -592,11 +592,14 @@ func TestScenarioNoOrphanKeys(t *testing.T) {
 				require.NoError(t, err)
 				require.NoError(t, chk.Close())
 			case 1: // canceled from another node, then closed
+				startErrors := a.Stats().StartErrors
 				chk, err := a.Start(ctx, id)
 				require.NoError(t, err)
 				res, err := b.Cancel(ctx, id)
 				require.NoError(t, err)
-				require.True(t, res.Found)
+				// On a loaded machine Start may fail open after its
+				// bound; that run is not registered yet.
+				require.True(t, res.Found || a.Stats().StartErrors > startErrors, "Cancel(%s).Found after a Start that did not fail open", id)
 				open = append(open, chk)
 			case 2: // canceled, then abandoned on the node that dies
 				_, err := dying.Start(ctx, id)

@@ -33,6 +33,10 @@ type Checker struct {
 	// stream; later registrations, after a lost marker, do not.
 	takeover atomic.Bool
 
+	// replaces is the local run that this run takes over, until Start has
+	// canceled it. r.mu of the registry guards it.
+	replaces *Checker
+
 	// canceledAt is when a cancel or takeover reached the run, and
 	// closedAt when Close was called, in Unix nanoseconds, or 0.
 	canceledAt atomic.Int64

@@ -219,3 +219,31 @@ func TestFailOpenRunJoinsGroupLater(t *testing.T) {
 		waitDone(t, member, time.Second)
 	})
 }
+
+// A run whose Start failed open because Redis replied late joins its
+// group as soon as a background pass finds its marker, not at the next
+// lease refresh: Start's own registration may land while its join is cut
+// short.
+func TestSlowStartRunJoinsGroupAtRegistration(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		proxy := newProxy(t, e.addr)
+		a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(50*time.Millisecond))
+		b := e.registry(t, "node-b")
+		waitSubscribed(t, a)
+
+		proxy.SetDelay(time.Second)
+		member, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err, "Start fails open")
+		defer member.Close()
+		proxy.SetDelay(0)
+
+		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, 5*time.Second, 10*time.Millisecond, "run registered")
+		// The pass that registers the run adds it to the group right after.
+		time.Sleep(200 * time.Millisecond)
+
+		n, err := b.CancelGroup(ctx, "conv-1")
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "runs canceled, well before the lease refresh at TTL/3")
+		waitDone(t, member, time.Second)
+	})
+}

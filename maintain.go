@@ -108,10 +108,12 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	defer cancel()
 
 	cmds := make([]*redis.Cmd, len(runs))
+	registering := make([]bool, len(runs))
 	err := r.pipelineScripts(ctx, syncScript, len(runs), func(pipe redis.Pipeliner, i int) redis.Cmder {
 		m := mode
 		if !runs[i].registered.Load() {
 			m = runs[i].registerMode()
+			registering[i] = true
 		}
 		cmds[i] = r.syncCmd(ctx, pipe, runs[i], m)
 		return cmds[i]
@@ -137,8 +139,12 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 			stale = append(stale, c)
 		case syncDone:
 			// A refresh extends group memberships with the leases, and a
-			// new marker's run joins its group.
-			if c.group != "" && (mode == modeExtend || reply.state == stateRegistered) {
+			// run that this pass registers joins its group. That includes
+			// a run whose marker a Start that failed open wrote late: the
+			// pass finds the marker held, and Start's own join may have
+			// been cut short.
+			joining := reply.state == stateRegistered || (registering[i] && reply.state == stateHeld)
+			if c.group != "" && (mode == modeExtend || joining) {
 				join = append(join, c)
 			}
 		}

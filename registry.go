@@ -440,12 +440,16 @@ func (r *Registry) drop(c *Checker, callDone <-chan struct{}) {
 
 // handBackLocked gives the stream of c, a run that Start drops, back to
 // the local run that c was to replace. When a newer Start took over c
-// meanwhile, that Start replaces c's predecessor instead, so the run that
-// it hands the stream to still gets canceled. r.mu must be held.
+// meanwhile, the run c was to replace goes to that Start instead, or is
+// canceled at once when that Start has already returned. r.mu must be
+// held.
 func (r *Registry) handBackLocked(c *Checker) {
 	replaced := c.replaces
 	c.replaces = nil
-	if replaced != nil && (replaced.closed.Load() || r.byToken[replaced.token] != replaced) {
+
+	// A run that Start dropped meanwhile has left byToken. One being
+	// dropped right now is still there and hands the stream on in turn.
+	if replaced != nil && r.byToken[replaced.token] != replaced {
 		replaced = nil
 	}
 
@@ -463,6 +467,9 @@ func (r *Registry) handBackLocked(c *Checker) {
 			newer.replaces = replaced
 			return
 		}
+	}
+	if replaced != nil {
+		replaced.cancelRemote(&CancelError{TakenOverBy: r.cfg.nodeID})
 	}
 }
 

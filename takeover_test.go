@@ -289,3 +289,40 @@ func TestAbandonedTakeoverHandsOverLocalRun(t *testing.T) {
 		proxy.SetDelay(0)
 	})
 }
+
+// A takeover on one node abandoned by its context after a newer takeover
+// of the same stream has returned: the run they both replace is canceled
+// at once, without waiting for Redis.
+func TestAbandonedTakeoverAfterNewerOne(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		proxy := newProxy(t, e.addr)
+		// Polls would find the takeover record; the test needs the local path.
+		a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(5*time.Second))
+		waitSubscribed(t, a)
+
+		first, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		defer first.Close()
+
+		// The replies to the first takeover, and the pushes it sends, take 3s.
+		proxy.SetDelay(3 * time.Second)
+		abandonCtx, abandon := context.WithCancel(ctx)
+		abandoned := make(chan error, 1)
+		go func() {
+			_, err := a.Start(abandonCtx, "chat-1", streamcancel.WithTakeover())
+			abandoned <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+		proxy.SetDelay(0)
+
+		second, err := a.Start(ctx, "chat-1", streamcancel.WithTakeover())
+		require.NoError(t, err)
+		defer second.Close()
+		abandon()
+		require.ErrorIs(t, <-abandoned, context.Canceled, "abandoned Start")
+
+		waitDone(t, first, 500*time.Millisecond)
+		assert.Equal(t, "node-a", causeOf(t, first).TakenOverBy)
+		assert.NoError(t, second.Err(), "the newer run")
+	})
+}

@@ -33,8 +33,9 @@ type Checker struct {
 	// stream; later registrations, after a lost marker, do not.
 	takeover atomic.Bool
 
-	// replaces is the local run that this run takes over, until Start has
-	// canceled it. r.mu of the registry guards it.
+	// replaces is the local run that this run takes over, until Start
+	// cancels it or drops this run and hands it on. The registry's mu
+	// guards it.
 	replaces *Checker
 
 	// canceledAt is when a cancel or takeover reached the run, and

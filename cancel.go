@@ -33,6 +33,11 @@ type Checker struct {
 	// stream; later registrations, after a lost marker, do not.
 	takeover atomic.Bool
 
+	// replaces is the local run that this run takes over, until Start
+	// cancels it or drops this run and hands it on. The registry's mu
+	// guards it.
+	replaces *Checker
+
 	// canceledAt is when a cancel or takeover reached the run, and
 	// closedAt when Close was called, in Unix nanoseconds, or 0.
 	canceledAt atomic.Int64

@@ -10,15 +10,17 @@ import (
 // registry wrap one of them with details; errors from Redis and from
 // contexts wrap the underlying error. Compare with [errors.Is].
 var (
-	// ErrInvalidStreamID is returned by Start and Cancel for an empty
-	// stream ID or one longer than MaxStreamIDLen bytes.
+	// ErrInvalidStreamID is returned by Start, Cancel and CancelAndWait
+	// for an empty stream ID or one longer than MaxStreamIDLen bytes.
 	ErrInvalidStreamID = errors.New("streamcancel: invalid stream ID")
 
 	// ErrAlreadyActive is returned by Start when a run of the same stream
 	// ID is active on any node.
 	ErrAlreadyActive = errors.New("streamcancel: stream already has an active run")
 
-	// ErrClosed is returned by Start and Cancel after Registry.Close.
+	// ErrClosed is returned by Start, Cancel, CancelAndWait and
+	// CancelGroup after Registry.Close, and by a CancelAndWait that is
+	// waiting when the registry closes.
 	ErrClosed = errors.New("streamcancel: registry closed")
 
 	// ErrCanceled is the cause of a run's context after a Cancel from any
@@ -40,7 +42,8 @@ var (
 	ErrInvalidReason = errors.New("streamcancel: invalid cancel reason")
 
 	// ErrInvalidOption is returned by NewRegistry for a nil client, a nil
-	// Option or an option value out of range.
+	// Option or an option value out of range, and by the calls that take
+	// a StartOption or CancelOption for a nil one.
 	ErrInvalidOption = errors.New("streamcancel: invalid option")
 )
 

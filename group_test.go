@@ -3,6 +3,7 @@ package streamcancel_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -217,5 +218,67 @@ func TestFailOpenRunJoinsGroupLater(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, 1, n, "runs canceled")
 		waitDone(t, member, time.Second)
+	})
+}
+
+// A run whose Start failed open because Redis replied late joins its
+// group as soon as a background pass finds its marker, not at the next
+// lease refresh: Start's own registration may land while its join is cut
+// short.
+func TestSlowStartRunJoinsGroupAtRegistration(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		proxy := newProxy(t, e.addr)
+		a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(50*time.Millisecond))
+		b := e.registry(t, "node-b")
+		waitSubscribed(t, a)
+
+		proxy.SetDelay(time.Second)
+		member, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err, "Start fails open")
+		defer member.Close()
+		proxy.SetDelay(0)
+
+		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, 5*time.Second, 10*time.Millisecond, "run registered")
+		// The pass that registers the run adds it to the group right after.
+		time.Sleep(200 * time.Millisecond)
+
+		n, err := b.CancelGroup(ctx, "conv-1")
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "runs canceled, well before the lease refresh at TTL/3")
+		waitDone(t, member, time.Second)
+	})
+}
+
+// Group names are opaque: names with braces, '%', ':', spaces, newlines,
+// non-UTF-8 bytes or the maximum length, and names that look like another
+// name escaped, each cancel their own run and no other.
+func TestGroupNamesStayApart(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a")
+		b := e.registry(t, "node-b")
+		waitSubscribed(t, a)
+
+		groups := []string{
+			"{", "}", "%", ":", "a}b", "a%7Db", "a%257Db", "{a}", "g:{x}:runs",
+			"会话", "\xff\xfe", "a b\nc", strings.Repeat("}", streamcancel.MaxGroupLen),
+		}
+		runs := make([]*streamcancel.Checker, len(groups))
+		for i, group := range groups {
+			chk, err := a.Start(ctx, fmt.Sprintf("chat-%d", i), streamcancel.WithGroup(group))
+			require.NoError(t, err, "Start in group %q", group)
+			defer chk.Close()
+			runs[i] = chk
+		}
+
+		for i, group := range groups {
+			n, err := b.CancelGroup(ctx, group)
+			require.NoError(t, err, "group %q", group)
+			assert.Equal(t, 1, n, "runs canceled in group %q", group)
+			waitDone(t, runs[i], time.Second)
+			for j := i + 1; j < len(runs); j++ {
+				require.NoError(t, runs[j].Err(), "run in group %q after canceling group %q", groups[j], group)
+			}
+		}
+		assertKeysExpire(t, e, e.client(t))
 	})
 }

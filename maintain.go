@@ -108,10 +108,12 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	defer cancel()
 
 	calls := make([]scriptCall, len(runs))
+	registering := make([]bool, len(runs))
 	for i, c := range runs {
 		m := mode
 		if !c.registered.Load() {
 			m = c.registerMode()
+			registering[i] = true
 		}
 		calls[i] = scriptCall{keys: c.syncKeys, args: c.syncArgs(m)}
 	}
@@ -138,8 +140,12 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 			stale = append(stale, c)
 		case syncDone:
 			// A refresh extends group memberships with the leases, and a
-			// new marker's run joins its group.
-			if c.group != "" && (mode == modeExtend || reply.state == stateRegistered) {
+			// run that this pass registers joins its group. That includes
+			// a run whose marker a Start that failed open wrote late: the
+			// pass finds the marker held, and Start's own join may have
+			// been cut short.
+			joining := reply.state == stateRegistered || (registering[i] && reply.state == stateHeld)
+			if c.group != "" && (mode == modeExtend || joining) {
 				join = append(join, c)
 			}
 		}

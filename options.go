@@ -51,9 +51,10 @@ const (
 	// deadline.
 	cancelWaitTimeout = 30 * time.Second
 
-	// endedTTL is the lease of the record a run leaves when it ends while
-	// a node waits for it, which CancelAndWait reads when a push is lost.
-	// It covers many poll intervals of any waiter.
+	// endedTTL is the minimum lease of the record a run leaves when it
+	// ends while a node waits for it, which CancelAndWait reads when a
+	// push is lost. The record lasts as long as the longest wait if that
+	// is longer, because a waiter's PollInterval has no upper bound.
 	endedTTL = time.Minute
 
 	// closeDrainTimeout and closeReleaseTimeout split Registry.Close's

@@ -3,6 +3,7 @@ package streamcancel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,39 @@ func TestInvalidCallOptions(t *testing.T) {
 
 		assert.NoError(t, chk.Err(), "run after rejected cancels")
 		assert.Equal(t, 1, a.Stats().ActiveRuns, "runs after rejected starts")
+	})
+}
+
+// A reason arrives byte for byte, through the push and through a stored
+// pending cancel: the maximum length, spaces at either end, non-ASCII text and
+// text that looks like another push message.
+func TestReasonArrivesIntact(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a")
+		b := e.registry(t, "node-b", streamcancel.WithPendingCancel(time.Second))
+		waitSubscribed(t, a)
+
+		reasons := []string{
+			strings.Repeat("x", streamcancel.MaxReasonLen), " leading", "trailing ", "two  spaces",
+			"ended 0123456789abcdef 5", "takeover x node-c", strings.Repeat("日", streamcancel.MaxReasonLen/3),
+		}
+		for i, reason := range reasons {
+			id := fmt.Sprintf("chat-%d", i)
+			chk, err := a.Start(ctx, id)
+			require.NoError(t, err)
+			_, err = b.Cancel(ctx, id, streamcancel.WithReason(reason))
+			require.NoError(t, err, "reason %q", reason)
+			assert.Equal(t, reason, causeOf(t, chk).Reason, "reason through the push")
+			assert.ErrorIs(t, chk.Err(), streamcancel.ErrCanceled)
+			require.NoError(t, chk.Close())
+
+			res, err := b.Cancel(ctx, id, streamcancel.WithReason(reason))
+			require.NoError(t, err)
+			require.True(t, res.Pending, "cancel with no active run")
+			next, err := a.Start(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, reason, causeOf(t, next).Reason, "reason through the pending cancel")
+			require.NoError(t, next.Close())
+		}
 	})
 }

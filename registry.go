@@ -188,8 +188,7 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 	}
 
 	c := newChecker(ctx, r, streamID, cfg)
-	replaced, err := r.add(c)
-	if err != nil {
+	if err := r.add(c); err != nil {
 		c.closed.Store(true)
 		c.cancel(nil)
 		return nil, err
@@ -199,7 +198,7 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 		return r.register(ctx, c)
 	})
 	if err != nil {
-		r.drop(c, nil, replaced)
+		r.drop(c, nil)
 		return nil, fmt.Errorf("%w: start %q: create a new Registry to start runs", err, streamID)
 	}
 	c.startDone = call.done
@@ -208,24 +207,24 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 
 	switch {
 	case ctx.Err() != nil:
-		r.drop(c, call.done, replaced)
+		r.drop(c, call.done)
 		return nil, fmt.Errorf("streamcancel: start %q: %w", streamID, ctx.Err())
 	case errors.Is(err, context.DeadlineExceeded):
 		r.reportError(kindStart, streamID, fmt.Errorf("Redis did not reply within %v; the run stays unregistered until a background pass registers it: %w", startTimeout, err))
-		r.replaceLocal(replaced)
+		r.replaceLocal(c)
 		return c, nil
 	case err != nil:
 		r.reportError(kindStart, streamID, fmt.Errorf("the run stays unregistered until a background pass registers it: %w", err))
-		r.replaceLocal(replaced)
+		r.replaceLocal(c)
 		return c, nil
 	case reply.state == stateOther:
-		r.drop(c, nil, replaced)
+		r.drop(c, nil)
 		return nil, fmt.Errorf("%w: stream %q runs on node %q; start again once that run's Checker is closed, after canceling it if needed, or start with WithTakeover", ErrAlreadyActive, streamID, reply.node)
 	}
 
 	c.registered.Store(true)
 	c.takeover.Store(false)
-	r.replaceLocal(replaced)
+	r.replaceLocal(c)
 	if reply.joinErr != nil {
 		r.reportError(kindStart, streamID, fmt.Errorf("adding the run to its group failed; the next lease refresh adds it: %w", reply.joinErr))
 	}
@@ -235,9 +234,14 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 	return c, nil
 }
 
-// replaceLocal cancels a local run that a new run took over, without
+// replaceLocal cancels the local run that c took over, if any, without
 // waiting for the push that the takeover sends to this node.
-func (r *Registry) replaceLocal(replaced *Checker) {
+func (r *Registry) replaceLocal(c *Checker) {
+	r.mu.Lock()
+	replaced := c.replaces
+	c.replaces = nil
+	r.mu.Unlock()
+
 	if replaced != nil {
 		replaced.cancelRemote(&CancelError{TakenOverBy: r.cfg.nodeID})
 	}
@@ -400,46 +404,79 @@ func (r *Registry) Close() error {
 }
 
 // add stores c as a local run. It fails when the registry is closed or,
-// unless c takes over, when a local run of the same stream is active. It
-// returns the local run that c takes over, if any; that run stays in the
+// unless c takes over, when a local run of the same stream is active. The
+// local run that c takes over, if any, goes to c.replaces; it stays in the
 // registry until its Checker is closed.
-func (r *Registry) add(c *Checker) (replaced *Checker, err error) {
+func (r *Registry) add(c *Checker) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
 	if r.closed {
-		return nil, fmt.Errorf("%w: start %q: create a new Registry to start runs", ErrClosed, c.streamID)
+		return fmt.Errorf("%w: start %q: create a new Registry to start runs", ErrClosed, c.streamID)
 	}
 	if old, ok := r.byStream[c.streamID]; ok {
 		if !c.takeover.Load() {
-			return nil, fmt.Errorf("%w: stream %q runs on this node (%q); start again once that run's Checker is closed, after canceling it if needed, or start with WithTakeover", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
+			return fmt.Errorf("%w: stream %q runs on this node (%q); start again once that run's Checker is closed, after canceling it if needed, or start with WithTakeover", ErrAlreadyActive, c.streamID, r.cfg.nodeID)
 		}
-		replaced = old
+		c.replaces = old
 	}
 	r.byStream[c.streamID] = c
 	r.byToken[c.token] = c
-	return replaced, nil
+	return nil
 }
 
 // drop ends a run that Start does not return, and gives the stream back
 // to the local run it was to replace. When callDone is not nil, a Redis
 // call that may still write the run's marker is in flight, so the marker
 // is deleted once that call has returned.
-func (r *Registry) drop(c *Checker, callDone <-chan struct{}, replaced *Checker) {
+func (r *Registry) drop(c *Checker, callDone <-chan struct{}) {
 	c.closed.Store(true)
 	c.cancel(nil)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.handBackLocked(c)
 	r.removeLocked(c)
-	if replaced != nil && !replaced.closed.Load() && r.byToken[replaced.token] == replaced {
-		r.byStream[c.streamID] = replaced
-	}
 	if callDone == nil {
 		return
 	}
 
 	r.releaseAfterLocked(c, callDone)
+}
+
+// handBackLocked gives the stream of c, a run that Start drops, back to
+// the local run that c was to replace. When a newer Start took over c
+// meanwhile, the run c was to replace goes to that Start instead, or is
+// canceled at once when that Start has already returned. r.mu must be
+// held.
+func (r *Registry) handBackLocked(c *Checker) {
+	replaced := c.replaces
+	c.replaces = nil
+
+	// A run that Start dropped meanwhile has left byToken. One being
+	// dropped right now is still there and hands the stream on in turn.
+	if replaced != nil && r.byToken[replaced.token] != replaced {
+		replaced = nil
+	}
+
+	holder := r.byStream[c.streamID]
+	if holder == c {
+		if replaced != nil {
+			r.byStream[c.streamID] = replaced
+		} else {
+			delete(r.byStream, c.streamID)
+		}
+		return
+	}
+	for newer := holder; newer != nil; newer = newer.replaces {
+		if newer.replaces == c {
+			newer.replaces = replaced
+			return
+		}
+	}
+	if replaced != nil {
+		replaced.cancelRemote(&CancelError{TakenOverBy: r.cfg.nodeID})
+	}
 }
 
 // releaseAfterLocked deletes c's marker once callDone is closed, because

@@ -6,7 +6,9 @@
 -- ARGV[1]: the run's token. ARGV[2]: "end" when the run has ended,
 -- "detach" when only its marker goes. ARGV[3]: how long the run took to
 -- stop after its cancel, in microseconds. ARGV[4]: the channel prefix.
--- ARGV[5]: the lease in ms of the ended record.
+-- ARGV[5]: the minimum lease in ms of the ended record. The record lasts
+-- as long as the wait record if that is longer, so that a waiter whose
+-- push is lost finds it at any poll before its wait ends.
 -- When nodes wait for the run's end, the script also stores an ended
 -- record and pushes the end to each of them. A node records its wait in
 -- the same script as its cancel, so a run that ends after that cancel
@@ -22,6 +24,7 @@ if ARGV[2] ~= 'end' then
 end
 redis.call('HDEL', KEYS[4], token)
 
+local endedTTL = math.max(tonumber(ARGV[5]), redis.call('PTTL', KEYS[2]))
 local waiters, mark = {}, token .. ':'
 for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
   if string.sub(field, 1, #mark) == mark then
@@ -34,7 +37,9 @@ if #waiters == 0 then
 end
 
 redis.call('HSET', KEYS[3], token, ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
+if redis.call('PTTL', KEYS[3]) < endedTTL then
+  redis.call('PEXPIRE', KEYS[3], endedTTL)
+end
 for _, node in ipairs(waiters) do
   push(ARGV[4], node, 'ended ' .. token .. ' ' .. ARGV[3])
 end

@@ -237,3 +237,92 @@ func TestEveryNewKeyHasTTL(t *testing.T) {
 		assertKeysExpire(t, e, c)
 	})
 }
+
+// Two takeovers on one node while Redis is slow, the first abandoned by
+// its context: the second still cancels the run they both replace at once,
+// without waiting for Redis, and holds the stream on its node.
+func TestAbandonedTakeoverHandsOverLocalRun(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		proxy := newProxy(t, e.addr)
+		a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a")
+		waitSubscribed(t, a)
+
+		first, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		defer first.Close()
+
+		// Replies, pushes included, now take 3s.
+		proxy.SetDelay(3 * time.Second)
+		abandonCtx, abandon := context.WithCancel(ctx)
+		abandoned := make(chan error, 1)
+		go func() {
+			_, err := a.Start(abandonCtx, "chat-1", streamcancel.WithTakeover())
+			abandoned <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+
+		type started struct {
+			chk *streamcancel.Checker
+			err error
+		}
+		second := make(chan started, 1)
+		go func() {
+			chk, err := a.Start(ctx, "chat-1", streamcancel.WithTakeover())
+			second <- started{chk, err}
+		}()
+		time.Sleep(50 * time.Millisecond)
+		abandon()
+		require.ErrorIs(t, <-abandoned, context.Canceled, "abandoned Start")
+
+		got := <-second
+		require.NoError(t, got.err, "second Start fails open")
+		defer got.chk.Close()
+		waitDone(t, first, time.Second)
+		assert.Equal(t, "node-a", causeOf(t, first).TakenOverBy)
+
+		_ = first.Close()
+		third, err := a.Start(ctx, "chat-1")
+		if err == nil {
+			_ = third.Close()
+		}
+		require.ErrorIs(t, err, streamcancel.ErrAlreadyActive, "Start without WithTakeover while the second run holds the stream")
+		proxy.SetDelay(0)
+	})
+}
+
+// A takeover on one node abandoned by its context after a newer takeover
+// of the same stream has returned: the run they both replace is canceled
+// at once, without waiting for Redis.
+func TestAbandonedTakeoverAfterNewerOne(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		proxy := newProxy(t, e.addr)
+		// Polls would find the takeover record; the test needs the local path.
+		a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(5*time.Second))
+		waitSubscribed(t, a)
+
+		first, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		defer first.Close()
+
+		// The replies to the first takeover, and the pushes it sends, take 3s.
+		proxy.SetDelay(3 * time.Second)
+		abandonCtx, abandon := context.WithCancel(ctx)
+		abandoned := make(chan error, 1)
+		go func() {
+			_, err := a.Start(abandonCtx, "chat-1", streamcancel.WithTakeover())
+			abandoned <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+		proxy.SetDelay(0)
+
+		second, err := a.Start(ctx, "chat-1", streamcancel.WithTakeover())
+		require.NoError(t, err)
+		defer second.Close()
+		abandon()
+		require.ErrorIs(t, <-abandoned, context.Canceled, "abandoned Start")
+
+		waitDone(t, first, 500*time.Millisecond)
+		assert.Equal(t, "node-a", causeOf(t, first).TakenOverBy)
+		assert.NoError(t, second.Err(), "the newer run")
+	})
+}

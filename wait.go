@@ -12,7 +12,8 @@ import (
 // whatever node it runs. It returns the result with StopDuration set.
 //
 // The run's node pushes the end to this node over Pub/Sub and also stores
-// it in Redis for a minute. While no push arrives, CancelAndWait reads that
+// it in Redis for a minute, or until the longest wait for the run ends if
+// that is later. While no push arrives, CancelAndWait reads that
 // record once every PollInterval. A stream with no active run
 // returns Found false, or Pending true under WithPendingCancel, at once.
 //

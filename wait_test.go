@@ -140,6 +140,33 @@ func TestCancelAndWaitReadsEndedRecord(t *testing.T) {
 	})
 }
 
+// A run's ended record lasts as long as the longest wait for the run, so
+// a waiter whose push is lost and whose PollInterval is longer than the
+// record's one-minute minimum still finds it before its wait ends.
+func TestEndedRecordOutlastsLongWait(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a")
+		b := e.registry(t, "node-b")
+		c := e.client(t)
+		waitSubscribed(t, a)
+		waitSubscribed(t, b)
+
+		chk, err := a.Start(ctx, "chat-1")
+		require.NoError(t, err)
+		closeAfterEnd(chk, 0)
+
+		waitCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
+		_, err = b.CancelAndWait(waitCtx, "chat-1")
+		require.NoError(t, err)
+
+		ttl, err := c.PTTL(ctx, e.prefix+":{chat-1}:ended").Result()
+		require.NoError(t, err)
+		assert.Greater(t, ttl, 2*time.Minute+50*time.Second, "TTL of the ended record after a wait of up to 3m")
+		assert.LessOrEqual(t, ttl, 3*time.Minute+time.Second, "TTL of the ended record")
+	})
+}
+
 // A registry that closes while CancelAndWait waits ends the call with
 // ErrClosed, not success.
 func TestCancelAndWaitRegistryClosed(t *testing.T) {

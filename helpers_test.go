@@ -142,7 +142,7 @@ func stream(chk *streamcancel.Checker, interval time.Duration, max int) int {
 }
 
 // downAddr returns a loopback address where nothing listens.
-func downAddr(t *testing.T) string {
+func downAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()

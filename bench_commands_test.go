@@ -17,9 +17,9 @@ import (
 // from INFO commandstats on a server of its own. One op is one stream
 // from Start to Close, its chunks sent without pause. The polling designs
 // cost three lifecycle commands (see existsStream) plus their EXISTS
-// checks; streamcancel costs its Start and Close scripts plus one read per
-// PollInterval and one lease refresh per TTL/3 while the run lives, sent
-// for all runs of the registry in one pipeline.
+// checks. streamcancel costs its Start and Close scripts. While the run
+// lives it also costs one read per PollInterval and one lease refresh per
+// TTL/3, which the registry sends for all its runs in one pipeline.
 //
 // The paced case makes every stream last about 10 PollIntervals, with
 // PollInterval 10ms and TTL 300ms, so that a stream sees the polls and the

@@ -202,14 +202,14 @@ func doneAt(ctx context.Context) <-chan time.Time {
 }
 
 // awaitTime receives from at, or fails the benchmark after
-// benchWaitLimit with what.
-func awaitTime(b *testing.B, at <-chan time.Time, what string) time.Time {
+// benchWaitLimit, naming the event.
+func awaitTime(b *testing.B, at <-chan time.Time, event string) time.Time {
 	b.Helper()
 	select {
 	case t := <-at:
 		return t
 	case <-time.After(benchWaitLimit):
-		b.Fatalf("%s did not happen within %v", what, benchWaitLimit)
+		b.Fatalf("%s did not happen within %v", event, benchWaitLimit)
 		return time.Time{}
 	}
 }
@@ -307,12 +307,11 @@ type roundTrips struct {
 	single    atomic.Int64
 	pipelines atomic.Int64
 
-	mu        sync.Mutex
-	byMode    map[string]int64
-	first     map[string]time.Time
-	last      map[string]time.Time
-	readTime  time.Duration
-	pipelined int64
+	mu       sync.Mutex
+	byMode   map[string]int64
+	first    map[string]time.Time
+	last     map[string]time.Time
+	readTime time.Duration
 }
 
 func newRoundTrips() *roundTrips {
@@ -321,7 +320,7 @@ func newRoundTrips() *roundTrips {
 	return h
 }
 
-// reset forgets the pipelines counted so far.
+// reset clears the counts of pipelines.
 func (h *roundTrips) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -356,7 +355,6 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.byMode[mode]++
-		h.pipelined += int64(len(cmds))
 		if h.first[mode].IsZero() {
 			h.first[mode] = start
 		}

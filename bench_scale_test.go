@@ -185,7 +185,7 @@ func BenchmarkScaleOneRegistry(b *testing.B) {
 		closeRuns(canceled)
 
 		// The round trips are counted over at least three refresh
-		// intervals, so that a short run still sees several.
+		// intervals, so that even a short run contains several.
 		time.Sleep(time.Until(since.Add(3 * scaleRefresh)))
 
 		samples.report(b, "")

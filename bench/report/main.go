@@ -226,6 +226,10 @@ func (r *results) tables() string {
 	c := r.config
 	w("Measured %s on %s: %s cores (%s), %s, Redis %s. Medians of %d runs. Load average before and after: %s; %s.",
 		c["date"], c["host"], c["cores"], c["cpu"], c["go-version"], c["redis-version"], r.runs(), c["load-before"], c["load-after"])
+	if r.loaded() {
+		w("")
+		w("**The machine was loaded**: other processes used the CPU while the benchmarks ran, so ns/op and latency tails are noisier and higher than on a quiet machine.")
+	}
 	w("")
 
 	w("### 1. Cost of the check per chunk")
@@ -346,6 +350,19 @@ func (r *results) tables() string {
 	w("Target: streamcancel's loop slows by at most 1 %%: %s. With the delay, `Start` returned after %s ms and `Close` after %s ms; both wait at most 500 ms.",
 		r.verdict(slow, "slowdown-%", 1), r.cell(slow, "start-ms", 1), r.cell(slow, "close-ms", 1))
 	return b.String()
+}
+
+// loaded reports whether the one-minute load average before the run was
+// at least half the number of cores. The load after the run includes the
+// benchmarks' own, so it tells nothing about other processes.
+func (r *results) loaded() bool {
+	cores, err := strconv.ParseFloat(r.config["cores"], 64)
+	if err != nil || cores <= 0 {
+		return false
+	}
+	first, _, _ := strings.Cut(r.config["load-before"], " ")
+	load, err := strconv.ParseFloat(first, 64)
+	return err == nil && load >= cores/2
 }
 
 // change formats the relative change from one median to another.

@@ -99,3 +99,20 @@ func TestReplaceBetween(t *testing.T) {
 		t.Error("replace in a file without markers succeeded, want an error")
 	}
 }
+
+func TestLoadedMachine(t *testing.T) {
+	for _, tc := range []struct {
+		cores, before, after string
+		want                 bool
+	}{
+		{"2", "0.20 0.30 0.40", "0.50 0.30 0.40", false},
+		{"2", "2.62 4.35 2.87", "0.50 0.30 0.40", true},
+		{"2", "0.20 0.30 0.40", "1.90 0.30 0.40", false},
+		{"", "9.00 9.00 9.00", "9.00 9.00 9.00", false},
+	} {
+		res := &results{config: map[string]string{"cores": tc.cores, "load-before": tc.before, "load-after": tc.after}}
+		if got := res.loaded(); got != tc.want {
+			t.Errorf("loaded() with %s cores, load %q and %q = %v, want %v", tc.cores, tc.before, tc.after, got, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package streamcancel_test
 
 import (
 	"context"
+	"math/rand"
 	"strconv"
 	"testing"
 	"time"
@@ -134,9 +135,14 @@ func BenchmarkPushLost(b *testing.B) {
 
 // benchLostPushes cancels b.N runs of regA from regB in rounds of up to
 // perRound runs. Each round waits for regA's subscriber, starts the runs,
-// calls disrupt, cancels the runs, waits until all are done, and calls
-// restore. It reports the latency from each Cancel call until the run's
-// Context is done, and the share of pushes regA received meanwhile.
+// waits a random part of a PollInterval, calls disrupt, cancels the runs,
+// waits until all are done, and calls restore. It reports the latency
+// from each Cancel call until the run's Context is done, and the share of
+// pushes regA received meanwhile.
+//
+// Without the random wait every round would begin just after the poll
+// that ended the round before, and every cancel would wait almost a whole
+// PollInterval.
 func benchLostPushes(b *testing.B, regA, regB *streamcancel.Registry, perRound int, disrupt, restore func()) {
 	ctx := context.Background()
 	samples := make(latencies, 0, b.N)
@@ -156,6 +162,7 @@ func benchLostPushes(b *testing.B, regA, regB *streamcancel.Registry, perRound i
 			runs[i], dones[i] = chk, doneAt(chk.Context())
 		}
 
+		time.Sleep(time.Duration(rand.Int63n(int64(pushLostPoll))))
 		pushesBefore := regA.Stats().PushesReceived
 		disrupt()
 		starts := make([]time.Time, n)

@@ -32,7 +32,7 @@ type runPool struct {
 	starts int
 }
 
-// fill starts runs until the pool holds n, on scaleWorkers goroutines.
+// fill starts runs until the pool contains n, on scaleWorkers goroutines.
 func (p *runPool) fill(b *testing.B, n int) {
 	b.Helper()
 	ctx := context.Background()

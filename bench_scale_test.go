@@ -123,12 +123,46 @@ func heapInUse() uint64 {
 	return least
 }
 
+// heapUnderParents starts n runs of reg, each under a parent context of
+// its own that can end, and returns the heap per run that they add beyond
+// the parents. Then it closes the runs.
+func heapUnderParents(b *testing.B, reg *streamcancel.Registry, n int) float64 {
+	b.Helper()
+	parents := make([]context.Context, n)
+	cancels := make([]context.CancelFunc, n)
+	for i := range parents {
+		parents[i], cancels[i] = context.WithCancel(context.Background())
+	}
+	defer func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+	}()
+
+	before := heapInUse()
+	runs := make([]*streamcancel.Checker, n)
+	for i := range runs {
+		chk, err := reg.Start(parents[i], "parent-"+strconv.Itoa(i))
+		if err != nil {
+			b.Fatalf("Start: %v", err)
+		}
+		runs[i] = chk
+	}
+	perRun := float64(int64(heapInUse())-int64(before)) / float64(n)
+
+	closeRuns(runs)
+	return perRun
+}
+
 // BenchmarkScaleOneRegistry keeps 10,000 runs active on one registry and
 // cancels them one at a time from a second registry. One op is one cancel,
 // from Cancel until the run's Context is done. It also reports:
 //
 //   - B/run: the registry's heap per run, and redis-B/run: the server's
 //     memory per run, measured while the runs were started;
+//   - parent-B/run: the heap per run of 2,000 runs started under parent
+//     contexts that can end, as request contexts can, beyond those
+//     parents' own heap;
 //   - reads/poll and extends/refresh: the registry's pipelined round trips
 //     for polls and for lease refreshes, per PollInterval and per refresh
 //     interval, since the runs were started;
@@ -152,9 +186,11 @@ func BenchmarkScaleOneRegistry(b *testing.B) {
 	closeRuns(pool.runs)
 	pool.runs = nil
 
+	parentHeapPerRun := heapUnderParents(b, regA, 2000)
+
 	heapBefore, redisBefore := heapInUse(), usedMemory(b, admin)
 	pool.fill(b, scaleRuns)
-	heapPerRun := float64(heapInUse()-heapBefore) / scaleRuns
+	heapPerRun := float64(int64(heapInUse())-int64(heapBefore)) / scaleRuns
 	redisPerRun := float64(usedMemory(b, admin)-redisBefore) / scaleRuns
 
 	since := time.Now()
@@ -190,6 +226,7 @@ func BenchmarkScaleOneRegistry(b *testing.B) {
 
 		samples.report(b, "")
 		b.ReportMetric(heapPerRun, "B/run")
+		b.ReportMetric(parentHeapPerRun, "parent-B/run")
 		b.ReportMetric(redisPerRun, "redis-B/run")
 		b.ReportMetric(hook.perInterval("read", scalePoll), "reads/poll")
 		b.ReportMetric(hook.perInterval("extend", scaleRefresh), "extends/refresh")

@@ -193,7 +193,7 @@ func watchSubscribers(c *redis.Client, channel string) (stop func() int64) {
 }
 
 // downAddr returns a loopback address where nothing listens.
-func downAddr(t *testing.T) string {
+func downAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()

@@ -191,6 +191,7 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 	if err := r.add(c); err != nil {
 		c.closed.Store(true)
 		c.cancel(nil)
+		c.stopMirror()
 		return nil, err
 	}
 
@@ -222,6 +223,9 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 		return nil, fmt.Errorf("%w: stream %q runs on node %q; start again once that run's Checker is closed, after canceling it if needed, or start with WithTakeover", ErrAlreadyActive, streamID, reply.node)
 	}
 
+	// The call has returned, so Close need not wait for it, and the run
+	// does not keep its channel.
+	c.startDone = nil
 	c.registered.Store(true)
 	c.takeover.Store(false)
 	r.replaceLocal(c)
@@ -432,6 +436,7 @@ func (r *Registry) add(c *Checker) error {
 func (r *Registry) drop(c *Checker, callDone <-chan struct{}) {
 	c.closed.Store(true)
 	c.cancel(nil)
+	c.stopMirror()
 
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const sample = `date: 2026-12-04 22:35 UTC
+cores: 2
+redis: 2026/12/04 22:30:44 pubsub.go:168: a go-redis log line
+goos: linux
+BenchmarkCheck/streamcancel-2   	486981502	         2.668 ns/op	       0 B/op	       0 allocs/op
+BenchmarkCheck/streamcancel-2   	486981502	         9.000 ns/op	       0 B/op	       0 allocs/op
+BenchmarkCheck/streamcancel-2   	486981502	         2.500 ns/op	       0 B/op	       0 allocs/op
+BenchmarkCheck/per-chunk-EXISTS-2	   53983	     25000 ns/op	     168 B/op	       6 allocs/op
+BenchmarkCheck/per-chunk-EXISTS-2	   53983	     27000 ns/op	     168 B/op	       6 allocs/op
+BenchmarkCheck/per-chunk-EXISTS-2	   53983	  BROKEN
+PASS
+`
+
+func TestParseMedians(t *testing.T) {
+	res, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, unit string
+		want       float64
+	}{
+		{"Check/streamcancel", "ns/op", 2.668},
+		{"Check/streamcancel", "allocs/op", 0},
+		{"Check/per-chunk-EXISTS", "ns/op", 26000},
+	} {
+		got, ok := res.median(tc.name, tc.unit)
+		if !ok || got != tc.want {
+			t.Errorf("median(%q, %q) = %v, %v; want %v", tc.name, tc.unit, got, ok, tc.want)
+		}
+	}
+	if _, ok := res.median("Check/streamcancel", "p99-µs"); ok {
+		t.Errorf("median of an unmeasured unit reported as measured")
+	}
+	if got := res.runs(); got != 3 {
+		t.Errorf("runs() = %d, want 3", got)
+	}
+	if got := res.config["cores"]; got != "2" {
+		t.Errorf("config cores = %q, want 2", got)
+	}
+}
+
+func TestParseRejectsEmpty(t *testing.T) {
+	if _, err := parse(strings.NewReader("goos: linux\nPASS\n")); err == nil {
+		t.Fatal("parse of output without results succeeded, want an error")
+	}
+}
+
+func TestVerdictAndRatio(t *testing.T) {
+	res, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if got := res.verdict("Check/streamcancel", "ns/op", 5); got != "met" {
+		t.Errorf("verdict at 2.668 against 5 = %q, want met", got)
+	}
+	if got := res.verdict("Check/per-chunk-EXISTS", "ns/op", 5); got != "**not met**" {
+		t.Errorf("verdict at 26000 against 5 = %q, want **not met**", got)
+	}
+	if got := res.ratio("Check/per-chunk-EXISTS", "ns/op", "Check/streamcancel", "ns/op"); got != "9745×" {
+		t.Errorf("ratio = %q, want 9745×", got)
+	}
+	if got := res.cell("Check/missing", "ns/op", 1); got != "n/a" {
+		t.Errorf("cell of a missing benchmark = %q, want n/a", got)
+	}
+}
+
+func TestReplaceBetween(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	before := "# Title\n" + resultsBegin + "\nold\n" + resultsEnd + "\nprose\n"
+	if err := os.WriteFile(path, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := replaceBetween(path, resultsBegin, resultsEnd, "new"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	want := "# Title\n" + resultsBegin + "\nnew\n" + resultsEnd + "\nprose\n"
+	if string(got) != want {
+		t.Errorf("file after replace = %q, want %q", got, want)
+	}
+
+	if err := os.WriteFile(path, []byte("no markers\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := replaceBetween(path, resultsBegin, resultsEnd, "new"); err == nil {
+		t.Error("replace in a file without markers succeeded, want an error")
+	}
+}
+
+func TestLoadedMachine(t *testing.T) {
+	for _, tc := range []struct {
+		cores, before, after string
+		want                 bool
+	}{
+		{"2", "0.20 0.30 0.40", "0.50 0.30 0.40", false},
+		{"2", "2.62 4.35 2.87", "0.50 0.30 0.40", true},
+		{"2", "0.20 0.30 0.40", "1.90 0.30 0.40", false},
+		{"", "9.00 9.00 9.00", "9.00 9.00 9.00", false},
+	} {
+		res := &results{config: map[string]string{"cores": tc.cores, "load-before": tc.before, "load-after": tc.after}}
+		if got := res.loaded(); got != tc.want {
+			t.Errorf("loaded() with %s cores, load %q and %q = %v, want %v", tc.cores, tc.before, tc.after, got, tc.want)
+		}
+	}
+}

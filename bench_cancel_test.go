@@ -1,0 +1,189 @@
+package streamcancel_test
+
+import (
+	"context"
+	"math/rand"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/streamcancel/streamcancel"
+)
+
+// BenchmarkCrossNodeCancel measures how long a cancel takes from Cancel on
+// node B until the run on node A sees it, against a raw PUBLISH until a
+// subscriber receives it, on the same server in the same run. One op is
+// one cancel (or one message) with the run's Start and Close.
+func BenchmarkCrossNodeCancel(b *testing.B) {
+	srv, _ := benchServer(b)
+	ctx := context.Background()
+
+	b.Run("raw-PUBLISH", func(b *testing.B) {
+		sub := benchClient(b, srv.Addr()).Subscribe(ctx, "bench:raw")
+		if _, err := sub.Receive(ctx); err != nil {
+			b.Fatalf("SUBSCRIBE: %v", err)
+		}
+		received := make(chan time.Time, 1)
+		go func() {
+			for {
+				if _, err := sub.ReceiveMessage(ctx); err != nil {
+					return
+				}
+				received <- time.Now()
+			}
+		}()
+		b.Cleanup(func() { _ = sub.Close() })
+		pub := benchClient(b, srv.Addr())
+
+		samples := make(latencies, 0, b.N)
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			if err := pub.Publish(ctx, "bench:raw", "token").Err(); err != nil {
+				b.Fatalf("PUBLISH: %v", err)
+			}
+			samples = append(samples, awaitTime(b, received, "the message").Sub(start))
+		}
+		samples.report(b, "")
+	})
+
+	b.Run("streamcancel", func(b *testing.B) {
+		regA := benchRegistry(b, benchClient(b, srv.Addr()), "node-a")
+		regB := benchRegistry(b, benchClient(b, srv.Addr()), "node-b")
+
+		flips := make(latencies, 0, b.N)
+		dones := make(latencies, 0, b.N)
+		unpushed := 0
+		for i := 0; i < b.N; i++ {
+			id := "cross-" + strconv.Itoa(i)
+			chk, err := regA.Start(ctx, id)
+			if err != nil {
+				b.Fatalf("Start: %v", err)
+			}
+			done := doneAt(chk.Context())
+
+			// The loop on node A checks every 10µs or so. A loop that
+			// spins would take a core from Redis and the subscriber on a
+			// two-core machine and slow the very cancel it waits for.
+			flipped := make(chan time.Time, 1)
+			go func() {
+				for !chk.Cancelled() {
+					time.Sleep(10 * time.Microsecond)
+				}
+				flipped <- time.Now()
+			}()
+
+			start := time.Now()
+			res, err := regB.Cancel(ctx, id)
+			if err != nil || !res.Found {
+				b.Fatalf("Cancel of %q = %+v, %v; want Found", id, res, err)
+			}
+			if !res.Pushed {
+				unpushed++
+			}
+			flips = append(flips, awaitTime(b, flipped, "Cancelled() = true").Sub(start))
+			dones = append(dones, awaitTime(b, done, "the run's Context done").Sub(start))
+			_ = chk.Close()
+		}
+
+		flips.report(b, "flip-")
+		dones.report(b, "done-")
+		b.ReportMetric(float64(unpushed), "unpushed")
+	})
+}
+
+// pushLostPoll is the PollInterval in BenchmarkPushLost. The poll bounds
+// the cancel latency when a push is lost.
+const pushLostPoll = 100 * time.Millisecond
+
+// BenchmarkPushLost measures the cancel latency when the Pub/Sub push does
+// not arrive, from Cancel on node B until the run's Context on node A is
+// done, with PollInterval 100ms. One op is one cancel.
+//
+//   - subscriber-killed: CLIENT KILL TYPE pubsub just before the cancels,
+//     so the registry re-subscribes and reads the records at once.
+//   - subscriber-half-open: node A's subscriber connection goes through a
+//     fault proxy that is frozen just before the cancels, so the pushes
+//     stay in the proxy and the subscriber does not notice at first. Its
+//     polls use a direct connection, so the periodic poll finds them.
+func BenchmarkPushLost(b *testing.B) {
+	srv, admin := benchServer(b)
+	quietRedisLog(b)
+	ctx := context.Background()
+
+	b.Run("subscriber-killed", func(b *testing.B) {
+		regA := benchRegistry(b, benchClient(b, srv.Addr()), "node-a", streamcancel.WithPollInterval(pushLostPoll))
+		regB := benchRegistry(b, benchClient(b, srv.Addr()), "node-b")
+
+		// Ten cancels are sent well before the registry re-subscribes,
+		// which it does 10ms after it sees the connection closed.
+		benchLostPushes(b, regA, regB, 10, func() {
+			if err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+				b.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
+			}
+		}, func() {})
+	})
+
+	b.Run("subscriber-half-open", func(b *testing.B) {
+		proxy := benchProxy(b, srv.Addr())
+		rdbA := &splitClient{Client: benchClient(b, srv.Addr()), pubsub: benchClient(b, proxy.Addr())}
+		regA := benchRegistry(b, rdbA, "node-a", streamcancel.WithPollInterval(pushLostPoll))
+		regB := benchRegistry(b, benchClient(b, srv.Addr()), "node-b")
+
+		benchLostPushes(b, regA, regB, 50, proxy.Freeze, proxy.Thaw)
+	})
+}
+
+// benchLostPushes cancels b.N runs of regA from regB in rounds of up to
+// perRound runs. Each round waits for regA's subscriber, starts the runs,
+// waits a random part of a PollInterval, calls disrupt, cancels the runs,
+// waits until all are done, and calls restore. It reports the latency
+// from each Cancel call until the run's Context is done, and the share of
+// pushes regA received meanwhile.
+//
+// Without the random wait every round would begin just after the poll
+// that ended the round before, and every cancel would wait almost a whole
+// PollInterval.
+func benchLostPushes(b *testing.B, regA, regB *streamcancel.Registry, perRound int, disrupt, restore func()) {
+	ctx := context.Background()
+	samples := make(latencies, 0, b.N)
+	var pushes uint64
+
+	for len(samples) < b.N {
+		n := min(perRound, b.N-len(samples))
+		awaitSubscribed(b, regA)
+
+		runs := make([]*streamcancel.Checker, n)
+		dones := make([]<-chan time.Time, n)
+		for i := range runs {
+			chk, err := regA.Start(ctx, "lost-"+strconv.Itoa(i))
+			if err != nil {
+				b.Fatalf("Start: %v", err)
+			}
+			runs[i], dones[i] = chk, doneAt(chk.Context())
+		}
+
+		time.Sleep(time.Duration(rand.Int63n(int64(pushLostPoll))))
+		pushesBefore := regA.Stats().PushesReceived
+		disrupt()
+		starts := make([]time.Time, n)
+		for i, chk := range runs {
+			starts[i] = time.Now()
+			res, err := regB.Cancel(ctx, chk.StreamID())
+			if err != nil || !res.Found {
+				b.Fatalf("Cancel of %q = %+v, %v; want Found", chk.StreamID(), res, err)
+			}
+		}
+		for i := range runs {
+			samples = append(samples, awaitTime(b, dones[i], "the run's Context done").Sub(starts[i]))
+		}
+		pushes += regA.Stats().PushesReceived - pushesBefore
+		restore()
+
+		for _, chk := range runs {
+			_ = chk.Close()
+		}
+	}
+
+	samples.report(b, "")
+	b.ReportMetric(float64(pushes)/float64(len(samples)), "pushes/cancel")
+}

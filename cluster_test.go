@@ -129,6 +129,19 @@ func (ce *clusterEnv) shardOf(t *testing.T, key string) (primary, replica *redis
 	return nil, nil
 }
 
+// servedBy returns a stream ID whose keys under prefix the primary
+// serves.
+func (ce *clusterEnv) servedBy(t *testing.T, prefix string, primary *redistest.Server) string {
+	for i := 0; i < 100; i++ {
+		id := fmt.Sprintf("on-%s-%d", primary.Addr(), i)
+		if p, _ := ce.shardOf(t, (&env{prefix: prefix}).runKey(id)); p == primary {
+			return id
+		}
+	}
+	t.Fatalf("no stream ID found on the primary %s", primary.Addr())
+	return ""
+}
+
 func TestCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t)
 	ce := &clusterEnv{cluster: cluster, admin: cluster.Client(t)}
@@ -426,7 +439,25 @@ func TestCluster(t *testing.T) {
 		t.Run("PrimaryKilled", func(t *testing.T) {
 			primary, replica := ce.shardOf(t, "f14:node:node-a")
 			subscriptions := a.Stats().Subscriptions
+
+			// B waits for a run whose keys the primary serves, and the
+			// run ends while the primary is down.
+			waitID := ce.servedBy(t, "f14", primary)
+			run, err := a.Start(ctx, waitID)
+			require.NoError(t, err)
+			waited := make(chan error, 1)
+			go func() {
+				wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				_, err := b.CancelAndWait(wctx, waitID)
+				waited <- err
+			}()
+			waitDone(t, run, time.Second)
+			// The replica gets the wait record, written with the cancel.
+			time.Sleep(100 * time.Millisecond)
+
 			primary.Kill()
+			assert.Error(t, run.Close(), "Close while the primary is down")
 			switched := waitRole(t, replica, "master", 10*time.Second)
 			t.Logf("the replica took over %v after the primary was killed", switched)
 			cancelsWorkWithin(t, a, b, ids, 5*time.Second)
@@ -434,6 +465,13 @@ func TestCluster(t *testing.T) {
 			round(t, 500*time.Millisecond)
 			assert.Greater(t, a.Stats().Subscriptions, subscriptions, "subscriptions of A")
 			ce.requireOneSubscriber(t, "f14:node:node-a")
+
+			select {
+			case err := <-waited:
+				assert.NoError(t, err, "CancelAndWait of a run that ended during the failover")
+			case <-time.After(5 * time.Second):
+				t.Errorf("CancelAndWait of a run that ended during the failover has not returned")
+			}
 		})
 	})
 }

@@ -443,8 +443,9 @@ func (r *Registry) drop(c *Checker, callDone <-chan struct{}, replaced *Checker)
 }
 
 // releaseAfterLocked deletes c's marker once callDone is closed, because
-// the call behind it may still write the marker. Until then c is in
-// r.releasing, where Close finds it. r.mu must be held.
+// the call behind it may still write the marker, and tries again while
+// Redis fails. Until then c is in r.releasing, where Close finds it. r.mu
+// must be held.
 func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 	r.releasing[c] = struct{}{}
 	if r.closed {
@@ -457,11 +458,12 @@ func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 		defer r.wg.Done()
 		<-callDone
 
-		// The marker expires after the TTL anyway, so waiting longer
-		// than that gains nothing.
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ttl)
-		defer cancel()
-		if err := r.releaseRun(ctx, c, releaseEnd); err != nil {
+		err := r.releaseRetrying(c)
+		if err != nil && r.ctx.Err() != nil {
+			// Close deletes the markers of the runs in r.releasing.
+			return
+		}
+		if err != nil {
 			r.reportError(kindRelease, c.streamID, err)
 		}
 
@@ -469,6 +471,24 @@ func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 		delete(r.releasing, c)
 		r.mu.Unlock()
 	}()
+}
+
+// releaseRetrying runs release.lua for an ended run until it succeeds,
+// as when a failover ends, or until Close begins. Besides the marker, the
+// call tells the CancelAndWait calls that wait for the run that it ended,
+// and nothing else does. So it keeps trying for the TTL, after which the
+// marker is gone, or for as long as a CancelAndWait without a deadline
+// waits, whichever is longer.
+func (r *Registry) releaseRetrying(c *Checker) error {
+	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.ttl, cancelWaitTimeout))
+	defer cancel()
+
+	_, err := retry(ctx, func(error) bool { return true }, minReleaseRetryDelay, maxReleaseRetryDelay, func() (struct{}, error) {
+		err := r.releaseRun(ctx, c, releaseEnd)
+		refreshTopology(r.rdb, err)
+		return struct{}{}, err
+	})
+	return err
 }
 
 func (r *Registry) removeLocked(c *Checker) {
@@ -543,7 +563,12 @@ func (r *Registry) release(c *Checker) error {
 
 	if _, err := call.wait(context.Background(), releaseTimeout); err != nil {
 		r.reportError(kindRelease, c.streamID, err)
-		return fmt.Errorf("streamcancel: close run of %q: removing its marker failed, it expires after the TTL: %w", c.streamID, err)
+		r.mu.Lock()
+		if _, ok := r.releasing[c]; !ok && !r.closed {
+			r.releaseAfterLocked(c, call.done)
+		}
+		r.mu.Unlock()
+		return fmt.Errorf("streamcancel: close run of %q: removing its marker failed; the registry tries again in the background, else it expires after the TTL: %w", c.streamID, err)
 	}
 	return nil
 }

@@ -3,8 +3,16 @@ package streamcancel
 import (
 	"context"
 	"errors"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+)
+
+// Bounds of the wait between two tries of a call that met TRYAGAIN.
+const (
+	minUnstableDelay = 10 * time.Millisecond
+	maxUnstableDelay = 200 * time.Millisecond
 )
 
 // This file holds what differs on Redis Cluster. Everything else works the
@@ -22,6 +30,12 @@ import (
 //     PUBLISH to every node, so the subscriber hears it on whichever node
 //     its connection landed. SPUBLISH would not do: a script may only
 //     touch channels of its own keys' slot.
+//   - While a resharding migrates a stream's slot, Redis refuses every
+//     script on the stream's keys with TRYAGAIN, because the keys a script
+//     names may sit partly on each of the two primaries. Cancel and
+//     CancelGroup try again until the migration ends or their time runs
+//     out (untilStable, pipelineStable);
+//     background passes fail open and try again at the next pass.
 //   - SCRIPT LOAD on a *redis.ClusterClient goes to every primary and
 //     replica, and a script call that still meets NOSCRIPT falls back to
 //     EVAL (pipelineScript, Script.Run).
@@ -40,4 +54,47 @@ func refreshTopology(rdb redis.UniversalClient, err error) {
 	if cluster, ok := rdb.(*redis.ClusterClient); ok {
 		cluster.ReloadState(context.Background())
 	}
+}
+
+// untilStable calls fn until it returns anything but Redis Cluster's
+// TRYAGAIN error, or ctx ends, and returns the last result. A slot
+// migration of a resharding usually ends within seconds, but go-redis
+// tries a call that meets TRYAGAIN only a few times in about 50ms.
+func untilStable[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	return retry(ctx, isUnstable, minUnstableDelay, maxUnstableDelay, fn)
+}
+
+// pipelineStable is pipelineScript for calls that must not fail while a
+// resharding migrates their slots: it sends the calls that meet TRYAGAIN
+// again, as untilStable does, until none does or ctx ends.
+func (r *Registry) pipelineStable(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(calls))
+	todo := make([]int, len(calls))
+	for i := range todo {
+		todo[i] = i
+	}
+
+	_, _ = untilStable(ctx, func() (struct{}, error) {
+		batch := make([]scriptCall, len(todo))
+		for j, i := range todo {
+			batch[j] = calls[i]
+		}
+		var again []int
+		var err error
+		for j, cmd := range r.pipelineScript(ctx, script, batch) {
+			cmds[todo[j]] = cmd
+			if isUnstable(cmd.Err()) {
+				again, err = append(again, todo[j]), cmd.Err()
+			}
+		}
+		todo = again
+		return struct{}{}, err
+	})
+	return cmds
+}
+
+// isUnstable reports whether err is the TRYAGAIN error of a multi-key
+// command on a slot that is being migrated.
+func isUnstable(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "TRYAGAIN")
 }

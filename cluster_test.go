@@ -142,6 +142,50 @@ func (ce *clusterEnv) servedBy(t *testing.T, prefix string, primary *redistest.S
 	return ""
 }
 
+// migrateSlot opens the migration of key's slot from its primary to
+// another primary, as a resharding does, and returns a function that moves
+// the slot's keys with MIGRATE and then assigns the slot to the new
+// primary. The function may run on another goroutine.
+func (ce *clusterEnv) migrateSlot(t *testing.T, key string) (finish func() error) {
+	slot, err := ce.admin.ClusterKeySlot(ctx, key).Result()
+	require.NoError(t, err)
+	src, _ := ce.shardOf(t, key)
+	var dst *redistest.Server
+	for _, p := range ce.cluster.Nodes() {
+		if info, err := p.Client(t).Info(ctx, "replication").Result(); err == nil && p != src && strings.Contains(info, "role:master\r\n") {
+			dst = p
+			break
+		}
+	}
+	require.NotNil(t, dst, "another primary")
+	srcID, err := src.Client(t).Do(ctx, "CLUSTER", "MYID").Text()
+	require.NoError(t, err)
+	dstID, err := dst.Client(t).Do(ctx, "CLUSTER", "MYID").Text()
+	require.NoError(t, err)
+	srcClient, dstClient := src.Client(t), dst.Client(t)
+
+	require.NoError(t, dstClient.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err())
+	require.NoError(t, srcClient.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID).Err())
+	host, port, _ := strings.Cut(dst.Addr(), ":")
+	return func() error {
+		keys, err := srcClient.ClusterGetKeysInSlot(ctx, int(slot), 1000).Result()
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := srcClient.Migrate(ctx, host, port, k, 0, 5*time.Second).Err(); err != nil {
+				return err
+			}
+		}
+		for _, c := range []*redis.Client{dstClient, srcClient} {
+			if err := c.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 func TestCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t)
 	ce := &clusterEnv{cluster: cluster, admin: cluster.Client(t)}
@@ -356,6 +400,50 @@ func TestCluster(t *testing.T) {
 			require.NoError(t, err)
 			assert.False(t, res.Found, "Cancel(%q).Found", id)
 		}
+	})
+
+	// A resharding moves the slot of a run's keys to another primary. While
+	// the slot migrates, Redis refuses every script on the stream's keys
+	// with TRYAGAIN. The run keeps going meanwhile, B's Cancel and
+	// CancelGroup wait for the migration to end instead of failing, the
+	// run stops, and its marker lives on at the new primary.
+	t.Run("CancelDuringSlotMigration", func(t *testing.T) {
+		a := ce.registry(t, "mig", "node-a", streamcancel.WithPollInterval(100*time.Millisecond))
+		b := ce.registry(t, "mig", "node-b")
+		waitSubscribed(t, a)
+
+		chk, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err)
+		defer chk.Close()
+		key := (&env{prefix: "mig"}).runKey("chat-1")
+		finish := ce.migrateSlot(t, key)
+		time.Sleep(300 * time.Millisecond)
+		require.NoError(t, chk.Err(), "run while its slot migrates")
+
+		migrated := make(chan error, 1)
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			migrated <- finish()
+		}()
+		var n int
+		var groupErr error
+		grouped := make(chan struct{})
+		go func() {
+			defer close(grouped)
+			n, groupErr = b.CancelGroup(ctx, "conv-1")
+		}()
+		res, err := b.Cancel(ctx, "chat-1")
+		require.NoError(t, err, "Cancel while the slot migrates")
+		require.True(t, res.Found, "Cancel(chat-1).Found")
+		<-grouped
+		require.NoError(t, groupErr, "CancelGroup while the slot migrates")
+		assert.Equal(t, 1, n, "runs CancelGroup counted")
+		require.NoError(t, <-migrated, "migration")
+		waitDone(t, chk, 500*time.Millisecond)
+		assert.ErrorIs(t, context.Cause(chk.Context()), streamcancel.ErrCanceled)
+		pttl, err := ce.admin.PTTL(ctx, key).Result()
+		require.NoError(t, err)
+		assert.Greater(t, pttl, time.Duration(0), "PTTL of the marker after the migration")
 	})
 
 	// F14: 96 runs spread over all three primaries start on A and B

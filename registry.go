@@ -273,7 +273,9 @@ func (r *Registry) register(ctx context.Context, c *Checker) (startReply, error)
 // reads from its cause.
 //
 // Cancel returns an error, never Found true, when Redis fails or ctx ends
-// first; the cancel may or may not have been recorded then. When ctx has
+// first; the cancel may or may not have been recorded then. On Redis
+// Cluster, while a resharding migrates the stream's slot, Cancel waits
+// for the migration to end. When ctx has
 // no deadline, Cancel gives up after 5s. It returns ErrInvalidStreamID
 // for an invalid ID, ErrInvalidReason for an invalid reason and ErrClosed
 // after Close. It is safe for concurrent use.
@@ -307,7 +309,9 @@ func (r *Registry) cancel(ctx context.Context, streamID string, cfg cancelConfig
 	reply, err := bounded(r, ctx, timeout, func(ctx context.Context) (cancelReply, error) {
 		keys := []string{runKey(r.cfg.keyPrefix, streamID), streamKey(r.cfg.keyPrefix, streamID, "pending"), streamKey(r.cfg.keyPrefix, streamID, "wait")}
 		args := []interface{}{nodeChannelPrefix(r.cfg.keyPrefix), cfg.reason, "", waiter, wait.Milliseconds(), r.cfg.pendingTTL.Milliseconds()}
-		v, err := cancelScript.Run(ctx, r.rdb, keys, args...).Result()
+		v, err := untilStable(ctx, func() (interface{}, error) {
+			return cancelScript.Run(ctx, r.rdb, keys, args...).Result()
+		})
 		if err != nil {
 			return cancelReply{}, err
 		}

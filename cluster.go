@@ -30,12 +30,13 @@ const (
 //     PUBLISH to every node, so the subscriber hears it on whichever node
 //     its connection landed. SPUBLISH would not do: a script may only
 //     touch channels of its own keys' slot.
-//   - While a resharding migrates a stream's slot, Redis refuses every
+//   - While a resharding migrates a stream's slot, Redis rejects every
 //     script on the stream's keys with TRYAGAIN, because the keys a script
-//     names may sit partly on each of the two primaries. Cancel and
-//     CancelGroup try again until the migration ends or their time runs
-//     out (untilStable, pipelineStable);
-//     background passes fail open and try again at the next pass.
+//     names may sit partly on each of the two primaries, and go-redis
+//     gives up after MaxRedirects redirects. Cancel and CancelGroup try
+//     again until the migration ends or their time runs out (untilStable,
+//     pipelineStable). Background passes fail open and try again at the
+//     next pass.
 //   - SCRIPT LOAD on a *redis.ClusterClient goes to every primary and
 //     replica, and a script call that still meets NOSCRIPT falls back to
 //     EVAL (pipelineScript, Script.Run).
@@ -56,17 +57,19 @@ func refreshTopology(rdb redis.UniversalClient, err error) {
 	}
 }
 
-// untilStable calls fn until it returns anything but Redis Cluster's
-// TRYAGAIN error, or ctx ends, and returns the last result. A slot
-// migration of a resharding usually ends within seconds, but go-redis
-// tries a call that meets TRYAGAIN only a few times in about 50ms.
+// untilStable calls fn until it returns anything but an error of a slot
+// that is being migrated (isUnstable), or ctx ends, and returns the last
+// result. A slot that holds many keys can take seconds to migrate, but
+// go-redis tries such a call only MaxRedirects times, within tens of
+// milliseconds.
 func untilStable[T any](ctx context.Context, fn func() (T, error)) (T, error) {
 	return retry(ctx, isUnstable, minUnstableDelay, maxUnstableDelay, fn)
 }
 
 // pipelineStable is pipelineScript for calls that must not fail while a
-// resharding migrates their slots: it sends the calls that meet TRYAGAIN
-// again, as untilStable does, until none does or ctx ends.
+// resharding migrates their slots: it sends the calls that meet an error
+// of a migrating slot again, as untilStable does, until none does or ctx
+// ends.
 func (r *Registry) pipelineStable(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(calls))
 	todo := make([]int, len(calls))
@@ -93,8 +96,14 @@ func (r *Registry) pipelineStable(ctx context.Context, script *redis.Script, cal
 	return cmds
 }
 
-// isUnstable reports whether err is the TRYAGAIN error of a multi-key
-// command on a slot that is being migrated.
+// isUnstable reports whether err is an error of a slot that is being
+// migrated: TRYAGAIN for a multi-key command, or a MOVED or ASK reply
+// that go-redis did not follow because the call had used up its
+// MaxRedirects (3 by default) on the way.
 func isUnstable(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "TRYAGAIN")
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "TRYAGAIN ") || strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
 }

@@ -403,7 +403,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	// A resharding moves the slot of a run's keys to another primary. While
-	// the slot migrates, Redis refuses every script on the stream's keys
+	// the slot migrates, Redis rejects every script on the stream's keys
 	// with TRYAGAIN. The run keeps going meanwhile, B's Cancel and
 	// CancelGroup wait for the migration to end instead of failing, the
 	// run stops, and its marker lives on at the new primary.
@@ -541,8 +541,14 @@ func TestCluster(t *testing.T) {
 				waited <- err
 			}()
 			waitDone(t, run, time.Second)
-			// The replica gets the wait record, written with the cancel.
-			time.Sleep(100 * time.Millisecond)
+			// The replica has the wait record, written with the cancel.
+			replicaReader := redis.NewClient(&redis.Options{
+				Addr:      replica.Addr(),
+				OnConnect: func(ctx context.Context, cn *redis.Conn) error { return cn.ReadOnly(ctx).Err() },
+			})
+			defer replicaReader.Close()
+			waitKey := "f14:{" + waitID + "}:wait"
+			require.Eventually(t, func() bool { return replicaReader.Exists(ctx, waitKey).Val() == 1 }, time.Second, 5*time.Millisecond, "%s on the replica", waitKey)
 
 			primary.Kill()
 			assert.Error(t, run.Close(), "Close while the primary is down")
@@ -631,7 +637,9 @@ func cancelsWorkWithin(t *testing.T, a, b *streamcancel.Registry, ids []string, 
 
 // A primary managed by Sentinel: B's cancel stops A's run through the
 // failover client. Then the primary is killed, the Sentinel promotes the
-// replica, and cancels stop new runs within 5s of the switch.
+// replica, and cancels stop new runs within 5s of the switch. A
+// CancelAndWait of a run that ended while the primary was down returns
+// once the new primary answers.
 func TestSentinelFailover(t *testing.T) {
 	group := redistest.StartSentinel(t)
 	e := &env{prefix: "sentinel"}
@@ -648,9 +656,25 @@ func TestSentinelFailover(t *testing.T) {
 	assert.True(t, res.Pushed, "Cancel(chat-1).Pushed")
 	waitDone(t, chk, 100*time.Millisecond)
 
+	// B waits for a run that ends while the primary is down.
+	run, err := a.Start(ctx, "wait-1")
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := b.CancelAndWait(wctx, "wait-1")
+		waited <- err
+	}()
+	waitDone(t, run, time.Second)
+	// The replica has the wait record, written with the cancel.
+	waitKey := "sentinel:{wait-1}:wait"
+	require.Eventually(t, func() bool { return group.Replica.Client(t).Exists(ctx, waitKey).Val() == 1 }, time.Second, 5*time.Millisecond, "%s on the replica", waitKey)
+
 	old := group.Primary.Addr()
 	group.Primary.Kill()
 	killed := time.Now()
+	assert.Error(t, run.Close(), "Close while the primary is down")
 	require.Eventually(t, func() bool {
 		addr, err := group.MasterAddr()
 		return err == nil && addr != old
@@ -671,4 +695,11 @@ func TestSentinelFailover(t *testing.T) {
 	require.True(t, res.Found, "Cancel(chat-5).Found")
 	assert.True(t, res.Pushed, "Cancel(chat-5).Pushed")
 	waitDone(t, chk, 100*time.Millisecond)
+
+	select {
+	case err := <-waited:
+		assert.NoError(t, err, "CancelAndWait of a run that ended during the switch")
+	case <-time.After(5 * time.Second):
+		t.Errorf("CancelAndWait of a run that ended during the switch has not returned")
+	}
 }

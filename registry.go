@@ -275,10 +275,10 @@ func (r *Registry) register(ctx context.Context, c *Checker) (startReply, error)
 // Cancel returns an error, never Found true, when Redis fails or ctx ends
 // first; the cancel may or may not have been recorded then. On Redis
 // Cluster, while a resharding migrates the stream's slot, Cancel waits
-// for the migration to end. When ctx has
-// no deadline, Cancel gives up after 5s. It returns ErrInvalidStreamID
-// for an invalid ID, ErrInvalidReason for an invalid reason and ErrClosed
-// after Close. It is safe for concurrent use.
+// for the migration to end. When ctx has no deadline, Cancel gives up
+// after 5s. It returns ErrInvalidStreamID for an invalid ID,
+// ErrInvalidReason for an invalid reason and ErrClosed after Close. It is
+// safe for concurrent use.
 func (r *Registry) Cancel(ctx context.Context, streamID string, opts ...CancelOption) (CancelResult, error) {
 	if err := validateStreamID(streamID); err != nil {
 		return CancelResult{}, err

@@ -75,3 +75,25 @@ func bounded[T any](r *Registry, ctx context.Context, timeout time.Duration, fn 
 	}
 	return c.wait(ctx, timeout)
 }
+
+// retry calls fn until it returns an error for which retryable is false,
+// or nil, or ctx ends, and returns the last result. The wait between two
+// calls starts at minDelay and doubles up to maxDelay.
+func retry[T any](ctx context.Context, retryable func(error) bool, minDelay, maxDelay time.Duration, fn func() (T, error)) (T, error) {
+	delay := minDelay
+	for {
+		v, err := fn()
+		if err == nil || !retryable(err) {
+			return v, err
+		}
+
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return v, err
+		case <-timer.C:
+		}
+		delay = min(2*delay, maxDelay)
+	}
+}

@@ -179,8 +179,10 @@ func (c *Checker) StreamID() string {
 // also removes the run from its group. It is idempotent and safe to defer.
 //
 // Close waits at most 500ms for Redis. It returns an error when the marker
-// could not be removed. The run has ended locally either way, and the
-// marker then expires after the registry's TTL. Later calls return the
+// could not be removed. The run has ended locally either way. The
+// registry then keeps trying in the background, as through a failover,
+// so that CancelAndWait calls learn of the run's end, and otherwise the
+// marker expires after the registry's TTL. Later calls return the
 // same error. After Registry.Close has begun, Close only ends the run
 // locally and returns nil, because Registry.Close removes the markers and
 // reports whether that failed.

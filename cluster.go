@@ -3,8 +3,16 @@ package streamcancel
 import (
 	"context"
 	"errors"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+)
+
+// Bounds of the wait between two tries of a call that met TRYAGAIN.
+const (
+	minUnstableDelay = 10 * time.Millisecond
+	maxUnstableDelay = 200 * time.Millisecond
 )
 
 // This file holds what differs on Redis Cluster. Everything else works the
@@ -22,6 +30,13 @@ import (
 //     PUBLISH to every node, so the subscriber hears it on whichever node
 //     its connection landed. SPUBLISH would not do: a script may only
 //     touch channels of its own keys' slot.
+//   - While a resharding migrates a stream's slot, Redis rejects every
+//     script on the stream's keys with TRYAGAIN, because the keys a script
+//     names may sit partly on each of the two primaries, and go-redis
+//     gives up after MaxRedirects redirects. Cancel and CancelGroup try
+//     again until the migration ends or their time runs out (untilStable,
+//     pipelineStable). Background passes fail open and try again at the
+//     next pass.
 //   - SCRIPT LOAD on a *redis.ClusterClient goes to every primary and
 //     replica, and a script call that still meets NOSCRIPT falls back to
 //     EVAL (pipelineScript, Script.Run).
@@ -40,4 +55,55 @@ func refreshTopology(rdb redis.UniversalClient, err error) {
 	if cluster, ok := rdb.(*redis.ClusterClient); ok {
 		cluster.ReloadState(context.Background())
 	}
+}
+
+// untilStable calls fn until it returns anything but an error of a slot
+// that is being migrated (isUnstable), or ctx ends, and returns the last
+// result. A slot that holds many keys can take seconds to migrate, but
+// go-redis tries such a call only MaxRedirects times, within tens of
+// milliseconds.
+func untilStable[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	return retry(ctx, isUnstable, minUnstableDelay, maxUnstableDelay, fn)
+}
+
+// pipelineStable is pipelineScript for calls that must not fail while a
+// resharding migrates their slots: it sends the calls that meet an error
+// of a migrating slot again, as untilStable does, until none does or ctx
+// ends.
+func (r *Registry) pipelineStable(ctx context.Context, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(calls))
+	todo := make([]int, len(calls))
+	for i := range todo {
+		todo[i] = i
+	}
+
+	_, _ = untilStable(ctx, func() (struct{}, error) {
+		batch := make([]scriptCall, len(todo))
+		for j, i := range todo {
+			batch[j] = calls[i]
+		}
+		var again []int
+		var err error
+		for j, cmd := range r.pipelineScript(ctx, script, batch) {
+			cmds[todo[j]] = cmd
+			if isUnstable(cmd.Err()) {
+				again, err = append(again, todo[j]), cmd.Err()
+			}
+		}
+		todo = again
+		return struct{}{}, err
+	})
+	return cmds
+}
+
+// isUnstable reports whether err is an error of a slot that is being
+// migrated: TRYAGAIN for a multi-key command, or a MOVED or ASK reply
+// that go-redis did not follow because the call had used up its
+// MaxRedirects (3 by default) on the way.
+func isUnstable(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "TRYAGAIN ") || strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
 }

@@ -129,6 +129,63 @@ func (ce *clusterEnv) shardOf(t *testing.T, key string) (primary, replica *redis
 	return nil, nil
 }
 
+// servedBy returns a stream ID whose keys under prefix the primary
+// serves.
+func (ce *clusterEnv) servedBy(t *testing.T, prefix string, primary *redistest.Server) string {
+	for i := 0; i < 100; i++ {
+		id := fmt.Sprintf("on-%s-%d", primary.Addr(), i)
+		if p, _ := ce.shardOf(t, (&env{prefix: prefix}).runKey(id)); p == primary {
+			return id
+		}
+	}
+	t.Fatalf("no stream ID found on the primary %s", primary.Addr())
+	return ""
+}
+
+// migrateSlot opens the migration of key's slot from its primary to
+// another primary, as a resharding does, and returns a function that moves
+// the slot's keys with MIGRATE and then assigns the slot to the new
+// primary. The function may run on another goroutine.
+func (ce *clusterEnv) migrateSlot(t *testing.T, key string) (finish func() error) {
+	slot, err := ce.admin.ClusterKeySlot(ctx, key).Result()
+	require.NoError(t, err)
+	src, _ := ce.shardOf(t, key)
+	var dst *redistest.Server
+	for _, p := range ce.cluster.Nodes() {
+		if info, err := p.Client(t).Info(ctx, "replication").Result(); err == nil && p != src && strings.Contains(info, "role:master\r\n") {
+			dst = p
+			break
+		}
+	}
+	require.NotNil(t, dst, "another primary")
+	srcID, err := src.Client(t).Do(ctx, "CLUSTER", "MYID").Text()
+	require.NoError(t, err)
+	dstID, err := dst.Client(t).Do(ctx, "CLUSTER", "MYID").Text()
+	require.NoError(t, err)
+	srcClient, dstClient := src.Client(t), dst.Client(t)
+
+	require.NoError(t, dstClient.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err())
+	require.NoError(t, srcClient.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID).Err())
+	host, port, _ := strings.Cut(dst.Addr(), ":")
+	return func() error {
+		keys, err := srcClient.ClusterGetKeysInSlot(ctx, int(slot), 1000).Result()
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := srcClient.Migrate(ctx, host, port, k, 0, 5*time.Second).Err(); err != nil {
+				return err
+			}
+		}
+		for _, c := range []*redis.Client{dstClient, srcClient} {
+			if err := c.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 func TestCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t)
 	ce := &clusterEnv{cluster: cluster, admin: cluster.Client(t)}
@@ -345,6 +402,50 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	// A resharding moves the slot of a run's keys to another primary. While
+	// the slot migrates, Redis rejects every script on the stream's keys
+	// with TRYAGAIN. The run keeps going meanwhile, B's Cancel and
+	// CancelGroup wait for the migration to end instead of failing, the
+	// run stops, and its marker lives on at the new primary.
+	t.Run("CancelDuringSlotMigration", func(t *testing.T) {
+		a := ce.registry(t, "mig", "node-a", streamcancel.WithPollInterval(100*time.Millisecond))
+		b := ce.registry(t, "mig", "node-b")
+		waitSubscribed(t, a)
+
+		chk, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err)
+		defer chk.Close()
+		key := (&env{prefix: "mig"}).runKey("chat-1")
+		finish := ce.migrateSlot(t, key)
+		time.Sleep(300 * time.Millisecond)
+		require.NoError(t, chk.Err(), "run while its slot migrates")
+
+		migrated := make(chan error, 1)
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			migrated <- finish()
+		}()
+		var n int
+		var groupErr error
+		grouped := make(chan struct{})
+		go func() {
+			defer close(grouped)
+			n, groupErr = b.CancelGroup(ctx, "conv-1")
+		}()
+		res, err := b.Cancel(ctx, "chat-1")
+		require.NoError(t, err, "Cancel while the slot migrates")
+		require.True(t, res.Found, "Cancel(chat-1).Found")
+		<-grouped
+		require.NoError(t, groupErr, "CancelGroup while the slot migrates")
+		assert.Equal(t, 1, n, "runs CancelGroup counted")
+		require.NoError(t, <-migrated, "migration")
+		waitDone(t, chk, 500*time.Millisecond)
+		assert.ErrorIs(t, context.Cause(chk.Context()), streamcancel.ErrCanceled)
+		pttl, err := ce.admin.PTTL(ctx, key).Result()
+		require.NoError(t, err)
+		assert.Greater(t, pttl, time.Duration(0), "PTTL of the marker after the migration")
+	})
+
 	// F14: 96 runs spread over all three primaries start on A and B
 	// cancels all of them at once. Each stops within 500ms, and no Cancel
 	// returns an error, so no MOVED, ASK or CROSSSLOT reply reaches the
@@ -426,7 +527,31 @@ func TestCluster(t *testing.T) {
 		t.Run("PrimaryKilled", func(t *testing.T) {
 			primary, replica := ce.shardOf(t, "f14:node:node-a")
 			subscriptions := a.Stats().Subscriptions
+
+			// B waits for a run whose keys the primary serves, and the
+			// run ends while the primary is down.
+			waitID := ce.servedBy(t, "f14", primary)
+			run, err := a.Start(ctx, waitID)
+			require.NoError(t, err)
+			waited := make(chan error, 1)
+			go func() {
+				wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				_, err := b.CancelAndWait(wctx, waitID)
+				waited <- err
+			}()
+			waitDone(t, run, time.Second)
+			// The replica has the wait record, written with the cancel.
+			replicaReader := redis.NewClient(&redis.Options{
+				Addr:      replica.Addr(),
+				OnConnect: func(ctx context.Context, cn *redis.Conn) error { return cn.ReadOnly(ctx).Err() },
+			})
+			defer replicaReader.Close()
+			waitKey := "f14:{" + waitID + "}:wait"
+			require.Eventually(t, func() bool { return replicaReader.Exists(ctx, waitKey).Val() == 1 }, time.Second, 5*time.Millisecond, "%s on the replica", waitKey)
+
 			primary.Kill()
+			assert.Error(t, run.Close(), "Close while the primary is down")
 			switched := waitRole(t, replica, "master", 10*time.Second)
 			t.Logf("the replica took over %v after the primary was killed", switched)
 			cancelsWorkWithin(t, a, b, ids, 5*time.Second)
@@ -434,6 +559,13 @@ func TestCluster(t *testing.T) {
 			round(t, 500*time.Millisecond)
 			assert.Greater(t, a.Stats().Subscriptions, subscriptions, "subscriptions of A")
 			ce.requireOneSubscriber(t, "f14:node:node-a")
+
+			select {
+			case err := <-waited:
+				assert.NoError(t, err, "CancelAndWait of a run that ended during the failover")
+			case <-time.After(5 * time.Second):
+				t.Errorf("CancelAndWait of a run that ended during the failover has not returned")
+			}
 		})
 	})
 }
@@ -505,7 +637,9 @@ func cancelsWorkWithin(t *testing.T, a, b *streamcancel.Registry, ids []string, 
 
 // A primary managed by Sentinel: B's cancel stops A's run through the
 // failover client. Then the primary is killed, the Sentinel promotes the
-// replica, and cancels stop new runs within 5s of the switch.
+// replica, and cancels stop new runs within 5s of the switch. A
+// CancelAndWait of a run that ended while the primary was down returns
+// once the new primary answers.
 func TestSentinelFailover(t *testing.T) {
 	group := redistest.StartSentinel(t)
 	e := &env{prefix: "sentinel"}
@@ -522,9 +656,25 @@ func TestSentinelFailover(t *testing.T) {
 	assert.True(t, res.Pushed, "Cancel(chat-1).Pushed")
 	waitDone(t, chk, 100*time.Millisecond)
 
+	// B waits for a run that ends while the primary is down.
+	run, err := a.Start(ctx, "wait-1")
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := b.CancelAndWait(wctx, "wait-1")
+		waited <- err
+	}()
+	waitDone(t, run, time.Second)
+	// The replica has the wait record, written with the cancel.
+	waitKey := "sentinel:{wait-1}:wait"
+	require.Eventually(t, func() bool { return group.Replica.Client(t).Exists(ctx, waitKey).Val() == 1 }, time.Second, 5*time.Millisecond, "%s on the replica", waitKey)
+
 	old := group.Primary.Addr()
 	group.Primary.Kill()
 	killed := time.Now()
+	assert.Error(t, run.Close(), "Close while the primary is down")
 	require.Eventually(t, func() bool {
 		addr, err := group.MasterAddr()
 		return err == nil && addr != old
@@ -545,4 +695,11 @@ func TestSentinelFailover(t *testing.T) {
 	require.True(t, res.Found, "Cancel(chat-5).Found")
 	assert.True(t, res.Pushed, "Cancel(chat-5).Pushed")
 	waitDone(t, chk, 100*time.Millisecond)
+
+	select {
+	case err := <-waited:
+		assert.NoError(t, err, "CancelAndWait of a run that ended during the switch")
+	case <-time.After(5 * time.Second):
+		t.Errorf("CancelAndWait of a run that ended during the switch has not returned")
+	}
 }

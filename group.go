@@ -82,7 +82,7 @@ func (r *Registry) cancelMembers(ctx context.Context, group string, cfg cancelCo
 		keys := []string{runKey(prefix, run.streamID), streamKey(prefix, run.streamID, "pending"), streamKey(prefix, run.streamID, "wait")}
 		calls[i] = scriptCall{keys: keys, args: []interface{}{nodeChannelPrefix(prefix), cfg.reason, run.token, "", 0, 0}}
 	}
-	cmds := r.pipelineScript(ctx, cancelScript, calls)
+	cmds := r.pipelineStable(ctx, cancelScript, calls)
 
 	for _, cmd := range cmds {
 		reply, cerr := parseCancelReply(cmd.Val())

@@ -43,6 +43,11 @@ const (
 	// releaseTimeout bounds the Redis part of Checker.Close.
 	releaseTimeout = 500 * time.Millisecond
 
+	// Bounds of the wait between two tries to delete the marker of an
+	// ended run after Checker.Close failed to.
+	minReleaseRetryDelay = 50 * time.Millisecond
+	maxReleaseRetryDelay = 2 * time.Second
+
 	// cancelTimeout caps Cancel and CancelGroup when the caller's context
 	// has no deadline.
 	cancelTimeout = 5 * time.Second

@@ -281,10 +281,12 @@ func (r *Registry) register(ctx context.Context, c *Checker) (startReply, error)
 // reads from its cause.
 //
 // Cancel returns an error, never Found true, when Redis fails or ctx ends
-// first; the cancel may or may not have been recorded then. When ctx has
-// no deadline, Cancel gives up after 5s. It returns ErrInvalidStreamID
-// for an invalid ID, ErrInvalidReason for an invalid reason and ErrClosed
-// after Close. It is safe for concurrent use.
+// first; the cancel may or may not have been recorded then. On Redis
+// Cluster, while a resharding migrates the stream's slot, Cancel waits
+// for the migration to end. When ctx has no deadline, Cancel gives up
+// after 5s. It returns ErrInvalidStreamID for an invalid ID,
+// ErrInvalidReason for an invalid reason and ErrClosed after Close. It is
+// safe for concurrent use.
 func (r *Registry) Cancel(ctx context.Context, streamID string, opts ...CancelOption) (CancelResult, error) {
 	if err := validateStreamID(streamID); err != nil {
 		return CancelResult{}, err
@@ -315,7 +317,9 @@ func (r *Registry) cancel(ctx context.Context, streamID string, cfg cancelConfig
 	reply, err := bounded(r, ctx, timeout, func(ctx context.Context) (cancelReply, error) {
 		keys := []string{runKey(r.cfg.keyPrefix, streamID), streamKey(r.cfg.keyPrefix, streamID, "pending"), streamKey(r.cfg.keyPrefix, streamID, "wait")}
 		args := []interface{}{nodeChannelPrefix(r.cfg.keyPrefix), cfg.reason, "", waiter, wait.Milliseconds(), r.cfg.pendingTTL.Milliseconds()}
-		v, err := cancelScript.Run(ctx, r.rdb, keys, args...).Result()
+		v, err := untilStable(ctx, func() (interface{}, error) {
+			return cancelScript.Run(ctx, r.rdb, keys, args...).Result()
+		})
 		if err != nil {
 			return cancelReply{}, err
 		}
@@ -485,8 +489,9 @@ func (r *Registry) handBackLocked(c *Checker) {
 }
 
 // releaseAfterLocked deletes c's marker once callDone is closed, because
-// the call behind it may still write the marker. Until then c is in
-// r.releasing, where Close finds it. r.mu must be held.
+// the call behind it may still write the marker, and tries again while
+// Redis fails. Until then c is in r.releasing, where Close finds it. r.mu
+// must be held.
 func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 	r.releasing[c] = struct{}{}
 	if r.closed {
@@ -499,11 +504,12 @@ func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 		defer r.wg.Done()
 		<-callDone
 
-		// The marker expires after the TTL anyway, so waiting longer
-		// than that gains nothing.
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ttl)
-		defer cancel()
-		if err := r.releaseRun(ctx, c, releaseEnd); err != nil {
+		err := r.releaseRetrying(c)
+		if err != nil && r.ctx.Err() != nil {
+			// Close deletes the markers of the runs in r.releasing.
+			return
+		}
+		if err != nil {
 			r.reportError(kindRelease, c.streamID, err)
 		}
 
@@ -511,6 +517,24 @@ func (r *Registry) releaseAfterLocked(c *Checker, callDone <-chan struct{}) {
 		delete(r.releasing, c)
 		r.mu.Unlock()
 	}()
+}
+
+// releaseRetrying runs release.lua for an ended run until it succeeds,
+// as when a failover ends, or until Close begins. Besides the marker, the
+// call tells the CancelAndWait calls that wait for the run that it ended,
+// and nothing else does. So it keeps trying for the TTL, after which the
+// marker is gone, or for as long as a CancelAndWait without a deadline
+// waits, whichever is longer.
+func (r *Registry) releaseRetrying(c *Checker) error {
+	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.ttl, cancelWaitTimeout))
+	defer cancel()
+
+	_, err := retry(ctx, func(error) bool { return true }, minReleaseRetryDelay, maxReleaseRetryDelay, func() (struct{}, error) {
+		err := r.releaseRun(ctx, c, releaseEnd)
+		refreshTopology(r.rdb, err)
+		return struct{}{}, err
+	})
+	return err
 }
 
 func (r *Registry) removeLocked(c *Checker) {
@@ -585,7 +609,12 @@ func (r *Registry) release(c *Checker) error {
 
 	if _, err := call.wait(context.Background(), releaseTimeout); err != nil {
 		r.reportError(kindRelease, c.streamID, err)
-		return fmt.Errorf("streamcancel: close run of %q: removing its marker failed, it expires after the TTL: %w", c.streamID, err)
+		r.mu.Lock()
+		if _, ok := r.releasing[c]; !ok && !r.closed {
+			r.releaseAfterLocked(c, call.done)
+		}
+		r.mu.Unlock()
+		return fmt.Errorf("streamcancel: close run of %q: removing its marker failed; the registry tries again in the background, else it expires after the TTL: %w", c.streamID, err)
 	}
 	return nil
 }

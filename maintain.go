@@ -108,12 +108,13 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	defer cancel()
 
 	calls := make([]scriptCall, len(runs))
+	modes := make([]string, len(runs))
 	for i, c := range runs {
-		m := mode
+		modes[i] = mode
 		if !c.registered.Load() {
-			m = c.registerMode()
+			modes[i] = c.registerMode()
 		}
-		calls[i] = scriptCall{keys: c.syncKeys, args: c.syncArgs(m)}
+		calls[i] = scriptCall{keys: c.syncKeys, args: c.syncArgs(modes[i])}
 	}
 	cmds := r.pipelineScript(ctx, syncScript, calls)
 
@@ -131,6 +132,7 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 			}
 			continue
 		}
+		reply = reply.sentOnce(modes[i])
 		switch r.applySync(c, reply) {
 		case syncLost:
 			lost = append(lost, c)
@@ -211,7 +213,8 @@ func (r *Registry) runSync(ctx context.Context, c *Checker, mode string) (syncRe
 	if err != nil {
 		return syncReply{}, err
 	}
-	return parseSyncReply(v)
+	reply, err := parseSyncReply(v)
+	return reply.sentOnce(mode), err
 }
 
 func (c *Checker) syncArgs(mode string) []interface{} {

@@ -72,6 +72,16 @@ type syncReply struct {
 	reason   string
 }
 
+// sentOnce returns the reply of a call in mode as if go-redis had sent it
+// once. go-redis resends a call whose connection broke before the reply,
+// and a registration sent twice finds the marker its first send created.
+func (s syncReply) sentOnce(mode string) syncReply {
+	if s.state == stateHeld && (mode == modeRegister || mode == modeTakeover) {
+		s.state = stateRegistered
+	}
+	return s
+}
+
 // parseSyncReply checks the shape of a sync.lua reply, so that a foreign
 // script with the same SHA or a proxy that mangles replies yields an error
 // instead of a panic.

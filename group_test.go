@@ -234,26 +234,17 @@ func TestRegistrationSentTwiceJoinsGroup(t *testing.T) {
 	c := e.client(t)
 	waitSubscribed(t, a)
 
-	// cutReplyInFlight delays every reply, and breaks the connections as
-	// soon as the marker of streamID is in Redis, while the reply to the
-	// call that wrote it is still on its way.
-	cutReplyInFlight := func(streamID string) {
-		proxy.SetDelay(time.Second)
-		go func() {
-			defer proxy.SetDelay(0)
-			for {
-				if n, err := c.Exists(ctx, e.runKey(streamID)).Result(); err != nil || n == 1 {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
-			proxy.Cut()
-		}()
+	// markerWritten reports whether the marker of streamID is in Redis.
+	markerWritten := func(streamID string) func() bool {
+		return func() bool {
+			n, err := c.Exists(ctx, e.runKey(streamID)).Result()
+			return err == nil && n == 1
+		}
 	}
 
 	t.Run("Start", func(t *testing.T) {
 		require.NoError(t, rdb.Ping(ctx).Err(), "a pooled connection, so the call needs no dial")
-		cutReplyInFlight("chat-1")
+		cutReplyInFlight(proxy, markerWritten("chat-1"))
 		chk, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
 		require.NoError(t, err)
 		defer chk.Close()
@@ -272,7 +263,7 @@ func TestRegistrationSentTwiceJoinsGroup(t *testing.T) {
 		require.NoError(t, err, "Start fails open")
 		defer chk.Close()
 
-		cutReplyInFlight("chat-2")
+		cutReplyInFlight(proxy, markerWritten("chat-2"))
 		proxy.Refuse(false)
 		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, 5*time.Second, 10*time.Millisecond, "run registered")
 

@@ -30,7 +30,7 @@ func eachRealRedis(t *testing.T, fn func(t *testing.T, e *env)) {
 // most a minute, the longest lease the library gives its records.
 func assertKeysExpire(t *testing.T, e *env, c *redis.Client) {
 	t.Helper()
-	for _, key := range e.keys(t, c) {
+	for _, key := range e.allKeys(t, c) {
 		ttl, err := c.PTTL(ctx, key).Result()
 		require.NoError(t, err)
 		assert.True(t, ttl > 0 && ttl <= time.Minute, "TTL of %s: got %v, want (0, 1m]", key, ttl)

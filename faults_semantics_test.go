@@ -273,3 +273,52 @@ func TestEveryKeyHasTTLSemanticsChurn(t *testing.T) {
 		assert.True(t, strings.HasSuffix(key, ":ended"), "key %s left after the leases; only ended records stay, for their TTL", key)
 	}
 }
+
+// Node A cannot reach Redis for 1s, shorter than its lease. Meanwhile
+// node C takes over A's run, whose push A misses, and node B cancels a
+// stream whose Start on A failed open, which leaves a pending cancel. Once
+// A reaches Redis again, the replaced run ends as taken over by C, C's run
+// keeps the stream, and A's late run registers and stops with B's reason.
+func TestTakeoverAndPendingCancelDuringOutage(t *testing.T) {
+	const poll = 100 * time.Millisecond
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(poll), streamcancel.WithTTL(3*time.Second))
+	b := e.registry(t, "node-b", streamcancel.WithPendingCancel(10*time.Second))
+	c := e.registry(t, "node-c")
+	waitSubscribed(t, a)
+
+	old, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer old.Close()
+
+	proxy.Refuse(true)
+	proxy.Cut()
+	next, err := c.Start(ctx, "chat-1", streamcancel.WithTakeover())
+	require.NoError(t, err)
+	defer next.Close()
+	late, err := a.Start(ctx, "chat-2")
+	require.NoError(t, err, "Start fails open")
+	defer late.Close()
+	res, err := b.Cancel(ctx, "chat-2", streamcancel.WithReason("early stop"))
+	require.NoError(t, err)
+	require.True(t, res.Pending, "Pending")
+	stayActive(t, old, time.Second)
+	assert.NoError(t, late.Err(), "run started during the outage")
+
+	proxy.Refuse(false)
+	back := time.Now()
+	waitDone(t, old, 2*time.Second)
+	t.Logf("replaced run ended %v after the outage", time.Since(back))
+	assert.Equal(t, "node-c", causeOf(t, old).TakenOverBy)
+	waitDone(t, late, 2*time.Second)
+	assert.Equal(t, "early stop", causeOf(t, late).Reason)
+
+	time.Sleep(3 * poll)
+	assert.NoError(t, next.Err(), "the run that took over")
+	assert.Zero(t, a.Stats().Conflicts, "conflicts on A")
+	res, err = b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	assert.True(t, res.Found, "Found")
+	assert.Equal(t, "node-c", res.NodeID, "node of the run that holds the stream")
+}

@@ -168,36 +168,7 @@ func TestEveryKeyHasTTLSemanticsChurn(t *testing.T) {
 	waitSubscribed(t, a)
 	waitSubscribed(t, b)
 
-	var mu sync.Mutex
-	var violations []string
-	stop := make(chan struct{})
-	samples := make(chan int, 1)
-	go func() {
-		n := 0
-		defer func() { samples <- n }()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			keys, err := c.Keys(ctx, e.prefix+":*").Result()
-			if err != nil {
-				return
-			}
-			for _, key := range keys {
-				// -2 means the key expired or was deleted after KEYS.
-				pttl, err := c.PTTL(ctx, key).Result()
-				expired := pttl == -2 || pttl == -2*time.Millisecond
-				if err != nil || (pttl < 0 && !expired) || pttl > time.Minute {
-					mu.Lock()
-					violations = append(violations, fmt.Sprintf("%s: PTTL %v, error %v", key, pttl, err))
-					mu.Unlock()
-				}
-			}
-			n++
-		}
-	}()
+	stopSampling := sampleTTLs(e, c, time.Minute)
 
 	var open []*streamcancel.Checker
 	for i := 0; i < 700; i++ {
@@ -265,8 +236,7 @@ func TestEveryKeyHasTTLSemanticsChurn(t *testing.T) {
 	proxy.Cut()
 
 	time.Sleep(ttl + 500*time.Millisecond)
-	close(stop)
-	n := <-samples
+	n, violations := stopSampling()
 	t.Logf("%d samples of every key's PTTL, %d keys without a TTL or with one over a minute", n, len(violations))
 	assert.Empty(t, violations, "keys without a TTL or with one over a minute")
 	for _, key := range e.keys(t, c) {

@@ -49,7 +49,7 @@ func (s *streamer) finish() {
 	s.wg.Wait()
 }
 
-// with 50 runs streaming, Redis goes down. The runs keep
+// With 50 runs streaming, Redis goes down for 3s. The runs keep
 // going, Start returns a working Checker within its bound, Cancel returns
 // an error and never Found, errors are logged once per kind and counted,
 // and after recovery the runs are registered again and cancels work.
@@ -155,7 +155,7 @@ func TestRedisRestartRegistersAgain(t *testing.T) {
 	waitDone(t, chk, poll+200*time.Millisecond)
 }
 
-// the server kills A's Pub/Sub connection. A cancel sent
+// While A streams, the server kills A's Pub/Sub connection. A cancel sent
 // 500ms later stops A within PollInterval + 200ms, and afterwards exactly
 // one subscriber of A's channel is alive.
 func TestSubscriberKilled(t *testing.T) {

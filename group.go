@@ -43,7 +43,7 @@ func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...Cancel
 
 	var canceled atomic.Int64
 	_, err = bounded(r, ctx, timeout, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, r.cancelMembers(ctx, group, cfg, &canceled)
+		return struct{}{}, r.cancelMembers(ctx, group, cfg, timeout, &canceled)
 	})
 	n := int(canceled.Load())
 	if errors.Is(err, ErrClosed) {
@@ -58,8 +58,9 @@ func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...Cancel
 }
 
 // cancelMembers lists the members of group and cancels each in one
-// pipeline of per-stream scripts, adding the number canceled to n.
-func (r *Registry) cancelMembers(ctx context.Context, group string, cfg cancelConfig, n *atomic.Int64) error {
+// pipeline of per-stream scripts, adding the number canceled to n. The
+// call takes at most timeout.
+func (r *Registry) cancelMembers(ctx context.Context, group string, cfg cancelConfig, timeout time.Duration, n *atomic.Int64) error {
 	members, err := groupScript.Run(ctx, r.rdb, []string{groupKey(r.cfg.keyPrefix, group)}, groupList).StringSlice()
 	if err != nil {
 		return err
@@ -76,11 +77,10 @@ func (r *Registry) cancelMembers(ctx context.Context, group string, cfg cancelCo
 		return nil
 	}
 
-	prefix := r.cfg.keyPrefix
+	call := newCancelCall(r.cfg.keyPrefix, timeout)
 	calls := make([]scriptCall, len(runs))
 	for i, run := range runs {
-		keys := []string{runKey(prefix, run.streamID), streamKey(prefix, run.streamID, "pending"), streamKey(prefix, run.streamID, "wait")}
-		calls[i] = scriptCall{keys: keys, args: []interface{}{nodeChannelPrefix(prefix), cfg.reason, run.token, "", 0, 0}}
+		calls[i] = scriptCall{keys: cancelKeys(r.cfg.keyPrefix, run.streamID), args: call.args(cfg.reason, run.token, "", 0, 0)}
 	}
 	cmds := r.pipelineStable(ctx, cancelScript, calls)
 

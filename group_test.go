@@ -282,3 +282,57 @@ func TestGroupNamesStayApart(t *testing.T) {
 		assertKeysExpire(t, e, e.client(t))
 	})
 }
+
+// go-redis sends a call again on a new connection when the connection
+// breaks before the reply arrives, so a registration can run twice in
+// Redis: the second call finds the marker that the first one created. The
+// run still joins its group, whether Start registered it or a background
+// pass did after Start failed open, and CancelGroup cancels it.
+func TestRegistrationSentTwiceJoinsGroup(t *testing.T) {
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	rdb := clientAt(t, proxy.Addr())
+	a := e.registryOn(t, rdb, "node-a", streamcancel.WithPollInterval(50*time.Millisecond))
+	b := e.registry(t, "node-b")
+	c := e.client(t)
+	waitSubscribed(t, a)
+
+	// markerWritten reports whether the marker of streamID is in Redis.
+	markerWritten := func(streamID string) func() bool {
+		return func() bool {
+			n, err := c.Exists(ctx, e.runKey(streamID)).Result()
+			return err == nil && n == 1
+		}
+	}
+
+	t.Run("Start", func(t *testing.T) {
+		require.NoError(t, rdb.Ping(ctx).Err(), "a pooled connection, so the call needs no dial")
+		cutReplyInFlight(proxy, markerWritten("chat-1"))
+		chk, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err)
+		defer chk.Close()
+		require.Zero(t, a.Stats().UnregisteredRuns, "Start registered the run")
+
+		n, err := b.CancelGroup(ctx, "conv-1")
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "runs canceled")
+		waitDone(t, chk, time.Second)
+	})
+
+	t.Run("background pass", func(t *testing.T) {
+		proxy.Refuse(true)
+		proxy.Cut()
+		chk, err := a.Start(ctx, "chat-2", streamcancel.WithGroup("conv-2"))
+		require.NoError(t, err, "Start fails open")
+		defer chk.Close()
+
+		cutReplyInFlight(proxy, markerWritten("chat-2"))
+		proxy.Refuse(false)
+		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, 5*time.Second, 10*time.Millisecond, "run registered")
+
+		n, err := b.CancelGroup(ctx, "conv-2")
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "runs canceled")
+		waitDone(t, chk, time.Second)
+	})
+}

@@ -95,8 +95,27 @@ func (e *env) runKey(streamID string) string {
 	return e.prefix + ":{" + streamID + "}:run"
 }
 
-// keys returns the keys under e's prefix.
+// keys returns the keys under e's prefix, except the records of cancel
+// calls, and allKeys lists them too.
 func (e *env) keys(t *testing.T, c *redis.Client) []string {
+	return withoutCallRecords(e.allKeys(t, c))
+}
+
+// withoutCallRecords returns keys without the records of cancel calls.
+// Those outlive the runs that the calls canceled by design, for the length
+// of the call.
+func withoutCallRecords(keys []string) []string {
+	var left []string
+	for _, key := range keys {
+		if !strings.HasSuffix(key, ":calls") {
+			left = append(left, key)
+		}
+	}
+	return left
+}
+
+// allKeys returns every key under e's prefix.
+func (e *env) allKeys(t *testing.T, c *redis.Client) []string {
 	keys, err := c.Keys(context.Background(), e.prefix+":*").Result()
 	require.NoError(t, err)
 	return keys

@@ -83,8 +83,15 @@ func runKey(prefix, streamID string) string {
 //     that waits for the run's end, separated by ':'.
 //   - "ended": a hash from the tokens of ended runs to how long each took
 //     to stop after its cancel, in microseconds.
+//   - "calls": a hash from the IDs of recent cancel calls that stopped a
+//     run or stored a pending cancel to their results.
 func streamKey(prefix, streamID, name string) string {
 	return prefix + ":{" + tagEscaper.Replace(streamID) + "}:" + name
+}
+
+// cancelKeys returns the KEYS of cancel.lua for a stream.
+func cancelKeys(prefix, streamID string) []string {
+	return []string{runKey(prefix, streamID), streamKey(prefix, streamID, "pending"), streamKey(prefix, streamID, "wait"), streamKey(prefix, streamID, "calls")}
 }
 
 // groupKey returns the key of a group's members, a sorted set. The escaped

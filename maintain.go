@@ -108,14 +108,13 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	defer cancel()
 
 	calls := make([]scriptCall, len(runs))
-	registering := make([]bool, len(runs))
+	modes := make([]string, len(runs))
 	for i, c := range runs {
-		m := mode
+		modes[i] = mode
 		if !c.registered.Load() {
-			m = c.registerMode()
-			registering[i] = true
+			modes[i] = c.registerMode()
 		}
-		calls[i] = scriptCall{keys: c.syncKeys, args: c.syncArgs(m)}
+		calls[i] = scriptCall{keys: c.syncKeys, args: c.syncArgs(modes[i])}
 	}
 	cmds := r.pipelineScript(ctx, syncScript, calls)
 
@@ -133,6 +132,7 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 			}
 			continue
 		}
+		reply = reply.sentOnce(modes[i])
 		switch r.applySync(c, reply) {
 		case syncLost:
 			lost = append(lost, c)
@@ -141,11 +141,10 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 		case syncDone:
 			// A refresh extends group memberships with the leases, and a
 			// run that this pass registers joins its group. That includes
-			// a run whose marker a Start that failed open wrote late: the
-			// pass finds the marker held, and Start's own join may have
-			// been cut short.
-			joining := reply.state == stateRegistered || (registering[i] && reply.state == stateHeld)
-			if c.group != "" && (mode == modeExtend || joining) {
+			// a run whose marker a Start that failed open wrote late:
+			// sentOnce turns the marker this pass finds held into a
+			// registration, and Start's own join may have been cut short.
+			if c.group != "" && (mode == modeExtend || reply.state == stateRegistered) {
 				join = append(join, c)
 			}
 		}
@@ -217,7 +216,8 @@ func (r *Registry) runSync(ctx context.Context, c *Checker, mode string) (syncRe
 	if err != nil {
 		return syncReply{}, err
 	}
-	return parseSyncReply(v)
+	reply, err := parseSyncReply(v)
+	return reply.sentOnce(mode), err
 }
 
 func (c *Checker) syncArgs(mode string) []interface{} {

@@ -314,11 +314,10 @@ func (r *Registry) cancel(ctx context.Context, streamID string, cfg cancelConfig
 		waiter = r.cfg.nodeID
 	}
 
+	call := newCancelCall(r.cfg.keyPrefix, timeout)
 	reply, err := bounded(r, ctx, timeout, func(ctx context.Context) (cancelReply, error) {
-		keys := []string{runKey(r.cfg.keyPrefix, streamID), streamKey(r.cfg.keyPrefix, streamID, "pending"), streamKey(r.cfg.keyPrefix, streamID, "wait")}
-		args := []interface{}{nodeChannelPrefix(r.cfg.keyPrefix), cfg.reason, "", waiter, wait.Milliseconds(), r.cfg.pendingTTL.Milliseconds()}
 		v, err := untilStable(ctx, func() (interface{}, error) {
-			return cancelScript.Run(ctx, r.rdb, keys, args...).Result()
+			return cancelScript.Run(ctx, r.rdb, cancelKeys(r.cfg.keyPrefix, streamID), call.args(cfg.reason, "", waiter, wait, r.cfg.pendingTTL)...).Result()
 		})
 		if err != nil {
 			return cancelReply{}, err

@@ -404,32 +404,7 @@ func TestEveryKeyHasTTL(t *testing.T) {
 		b := e.registry(t, "node-b", streamcancel.WithTTL(ttl))
 		c := e.client(t)
 
-		stop := make(chan struct{})
-		samples := make(chan int, 1)
-		go func() {
-			n := 0
-			defer func() { samples <- n }()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				keys, err := c.Keys(ctx, e.prefix+":*").Result()
-				if !assert.NoError(t, err) {
-					return
-				}
-				for _, k := range keys {
-					pttl, err := c.PTTL(ctx, k).Result()
-					if !assert.NoError(t, err) {
-						return
-					}
-					// -2 means the key expired between KEYS and PTTL.
-					assert.True(t, pttl > 0 || pttl == -2*time.Nanosecond || pttl == -2*time.Millisecond, "key %q has PTTL %v", k, pttl)
-				}
-				n++
-			}
-		}()
+		stopSampling := sampleTTLs(e, c, 0)
 
 		var open []*streamcancel.Checker
 		for i := 0; i < 2000; i++ {
@@ -458,8 +433,9 @@ func TestEveryKeyHasTTL(t *testing.T) {
 		}
 		proxy.Refuse(true)
 		proxy.Cut()
-		close(stop)
-		assert.Positive(t, <-samples, "TTL samples taken")
+		taken, violations := stopSampling()
+		assert.Positive(t, taken, "TTL samples taken")
+		assert.Empty(t, violations, "keys without a TTL during the churn")
 
 		if e.mini != nil {
 			e.mini.FastForward(ttl + 100*time.Millisecond)

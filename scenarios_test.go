@@ -533,50 +533,7 @@ func TestScenarioNoOrphanKeys(t *testing.T) {
 		b := e.registry(t, "node-b", streamcancel.WithTTL(longTTL))
 		c := e.client(t)
 
-		var (
-			mu         sync.Mutex
-			violations []string
-		)
-		stop := make(chan struct{})
-		samples := make(chan int, 1)
-		go func() {
-			n := 0
-			defer func() { samples <- n }()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				keys, err := c.Keys(ctx, e.prefix+":*").Result()
-				if err != nil {
-					mu.Lock()
-					violations = append(violations, "KEYS failed: "+err.Error())
-					mu.Unlock()
-					return
-				}
-				// One pipeline per sample keeps the samples frequent.
-				pipe := c.Pipeline()
-				pttls := make([]*redis.DurationCmd, len(keys))
-				for i, k := range keys {
-					pttls[i] = pipe.PTTL(ctx, k)
-				}
-				_, _ = pipe.Exec(ctx)
-				for i, k := range keys {
-					pttl, err := pttls[i].Result()
-					// -2 means the key expired or was deleted after KEYS,
-					// and -1 that it has no TTL. 0 is a TTL that ends
-					// within the current millisecond.
-					expired := pttl == -2 || pttl == -2*time.Millisecond
-					if err != nil || (pttl < 0 && !expired) {
-						mu.Lock()
-						violations = append(violations, fmt.Sprintf("key %q: PTTL %v, error %v", k, pttl, err))
-						mu.Unlock()
-					}
-				}
-				n++
-			}
-		}()
+		stopSampling := sampleTTLs(e, c, 0)
 
 		runs := 10000
 		if e.mini != nil {
@@ -626,13 +583,10 @@ func TestScenarioNoOrphanKeys(t *testing.T) {
 		}
 		proxy.Refuse(true)
 		proxy.Cut()
-		close(stop)
-		taken := <-samples
+		taken, violations := stopSampling()
 		t.Logf("%d runs churned in %v; %d samples of every key's TTL, %d keys without one", runs, time.Since(churnStart), taken, len(violations))
 		assert.Positive(t, taken, "TTL samples taken")
-		mu.Lock()
 		assert.Empty(t, violations, "keys without a TTL during the churn")
-		mu.Unlock()
 
 		if e.mini != nil {
 			e.mini.FastForward(longTTL + 100*time.Millisecond)

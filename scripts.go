@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -72,6 +73,16 @@ type syncReply struct {
 	reason   string
 }
 
+// sentOnce returns the reply of a call in mode as if go-redis had sent it
+// once. go-redis resends a call whose connection broke before the reply,
+// and a registration sent twice finds the marker its first send created.
+func (s syncReply) sentOnce(mode string) syncReply {
+	if s.state == stateHeld && (mode == modeRegister || mode == modeTakeover) {
+		s.state = stateRegistered
+	}
+	return s
+}
+
 // parseSyncReply checks the shape of a sync.lua reply, so that a foreign
 // script with the same SHA or a proxy that mangles replies yields an error
 // instead of a panic.
@@ -88,6 +99,30 @@ func parseSyncReply(v interface{}) (syncReply, error) {
 		return syncReply{}, fmt.Errorf("streamcancel: unexpected reply from sync script: %v", v)
 	}
 	return syncReply{state: state, canceled: canceled == 1, node: node, reason: reason}, nil
+}
+
+// cancelCall identifies one Cancel, CancelAndWait or CancelGroup call to
+// cancel.lua, which stores the call's result under its ID, so that a send
+// that go-redis repeats returns the result of the first.
+type cancelCall struct {
+	id     string
+	prefix string
+
+	// lease is how long cancel.lua keeps the result: longer than the call
+	// may go on resending.
+	lease time.Duration
+}
+
+func newCancelCall(prefix string, timeout time.Duration) cancelCall {
+	return cancelCall{id: randomHex(8), prefix: prefix, lease: timeout + time.Second}
+}
+
+// args returns the ARGV of cancel.lua for this call: token empty cancels
+// the active run, waiter names the node that waits for the run's end for
+// wait, and pendingTTL positive stores a pending cancel when no run is
+// active.
+func (c cancelCall) args(reason, token, waiter string, wait, pendingTTL time.Duration) []interface{} {
+	return []interface{}{nodeChannelPrefix(c.prefix), reason, token, waiter, wait.Milliseconds(), pendingTTL.Milliseconds(), c.id, c.lease.Milliseconds()}
 }
 
 // cancelReply is the parsed reply of cancel.lua.

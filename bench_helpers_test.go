@@ -326,6 +326,25 @@ type roundTrips struct {
 	readTime time.Duration
 }
 
+// syncMode returns the mode of a sync.lua call, whose arguments are
+// EVALSHA, the SHA, the key count, the keys, then the token, the node ID,
+// the lease and the mode. It returns "other" for any other command.
+func syncMode(args []interface{}) string {
+	const modeArg = 3
+	if len(args) < 3 {
+		return "other"
+	}
+	numKeys, ok := args[2].(int)
+	if !ok || len(args) <= 3+numKeys+modeArg {
+		return "other"
+	}
+	switch mode := fmt.Sprint(args[3+numKeys+modeArg]); mode {
+	case "read", "extend", "register", "takeover":
+		return mode
+	}
+	return "other"
+}
+
 func newRoundTrips() *roundTrips {
 	h := &roundTrips{}
 	h.reset()
@@ -359,8 +378,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 
 		mode := "other"
 		if len(cmds) > 0 {
-			args := cmds[0].Args()
-			mode = fmt.Sprint(args[len(args)-1])
+			mode = syncMode(cmds[0].Args())
 		}
 
 		h.pipelines.Add(1)

@@ -21,10 +21,6 @@ type Checker struct {
 	token    string
 	every    uint64
 
-	// syncKeys and releaseKeys are the KEYS of sync.lua and release.lua.
-	syncKeys    []string
-	releaseKeys []string
-
 	// group is the group the run joined, or empty.
 	group string
 
@@ -92,8 +88,6 @@ func newChecker(parent context.Context, reg *Registry, streamID string, cfg star
 		ctx:      ctx,
 		cancel:   cancel,
 	}
-	c.syncKeys = []string{c.key, streamKey(prefix, streamID, "pending"), streamKey(prefix, streamID, "over")}
-	c.releaseKeys = []string{c.key, streamKey(prefix, streamID, "wait"), streamKey(prefix, streamID, "ended"), streamKey(prefix, streamID, "over")}
 	c.starting.Store(true)
 	c.takeover.Store(cfg.takeover)
 
@@ -101,15 +95,28 @@ func newChecker(parent context.Context, reg *Registry, streamID string, cfg star
 	// Cancelled reads. The run's own cancels set the flag themselves, so
 	// only the parent is watched. Watching it rather than ctx gives ctx no
 	// map of children, and a parent that never ends, such as
-	// context.Background(), needs no watcher. With such a parent a run
-	// takes about 440 bytes of heap instead of about 1,050, as
-	// BenchmarkScaleOneRegistry measures. AfterFunc runs at once if the
-	// parent is already done.
+	// context.Background(), needs no watcher. That saves about half a
+	// kilobyte of heap per run, as BenchmarkScaleOneRegistry measures.
+	// AfterFunc runs at once if the parent is already done.
 	c.stopMirror = stopNothing
 	if parent.Done() != nil {
 		c.stopMirror = context.AfterFunc(parent, func() { c.done.Store(true) })
 	}
 	return c
+}
+
+// syncKeys returns the KEYS of sync.lua for c. The keys other than the
+// marker's are built for each call rather than kept, because a run keeps
+// them for its whole life and a poll pass needs them only for a moment.
+func (c *Checker) syncKeys() []string {
+	prefix := c.reg.cfg.keyPrefix
+	return []string{c.key, streamKey(prefix, c.streamID, "pending"), streamKey(prefix, c.streamID, "over")}
+}
+
+// releaseKeys returns the KEYS of release.lua for c.
+func (c *Checker) releaseKeys() []string {
+	prefix := c.reg.cfg.keyPrefix
+	return []string{c.key, streamKey(prefix, c.streamID, "wait"), streamKey(prefix, c.streamID, "ended"), streamKey(prefix, c.streamID, "over")}
 }
 
 // stopNothing is the stopMirror of a run whose parent never ends.

@@ -114,7 +114,7 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 		if !c.registered.Load() {
 			modes[i] = c.registerMode()
 		}
-		calls[i] = scriptCall{keys: c.syncKeys, args: c.syncArgs(modes[i])}
+		calls[i] = scriptCall{keys: c.syncKeys(), args: c.syncArgs(modes[i])}
 	}
 	cmds := r.pipelineScript(ctx, syncScript, calls)
 
@@ -212,7 +212,7 @@ func (r *Registry) applySync(c *Checker, reply syncReply) int {
 
 // runSync runs sync.lua for one run, outside a pipeline.
 func (r *Registry) runSync(ctx context.Context, c *Checker, mode string) (syncReply, error) {
-	v, err := syncScript.Run(ctx, r.rdb, c.syncKeys, c.syncArgs(mode)...).Result()
+	v, err := syncScript.Run(ctx, r.rdb, c.syncKeys(), c.syncArgs(mode)...).Result()
 	if err != nil {
 		return syncReply{}, err
 	}

@@ -620,7 +620,7 @@ func (r *Registry) release(c *Checker) error {
 
 // releaseRun runs release.lua for c outside a pipeline.
 func (r *Registry) releaseRun(ctx context.Context, c *Checker, mode string) error {
-	return releaseScript.Run(ctx, r.rdb, c.releaseKeys, r.releaseArgs(c, mode)...).Err()
+	return releaseScript.Run(ctx, r.rdb, c.releaseKeys(), r.releaseArgs(c, mode)...).Err()
 }
 
 func (r *Registry) releaseArgs(c *Checker, mode string) []interface{} {
@@ -636,7 +636,7 @@ func (r *Registry) releaseAll(ctx context.Context, runs []*Checker, mode string)
 	}
 	calls := make([]scriptCall, len(runs))
 	for i, c := range runs {
-		calls[i] = scriptCall{keys: c.releaseKeys, args: r.releaseArgs(c, mode)}
+		calls[i] = scriptCall{keys: c.releaseKeys(), args: r.releaseArgs(c, mode)}
 	}
 	var err error
 	for _, cmd := range r.pipelineScript(ctx, releaseScript, calls) {

@@ -240,7 +240,11 @@ func TestSlowStartRunJoinsGroupAtRegistration(t *testing.T) {
 
 		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, 5*time.Second, 10*time.Millisecond, "run registered")
 		// The pass that registers the run adds it to the group right after.
-		time.Sleep(200 * time.Millisecond)
+		c := e.client(t)
+		require.Eventually(t, func() bool {
+			n, err := c.ZCard(ctx, e.prefix+":group:{conv-1}:runs").Result()
+			return err == nil && n == 1
+		}, time.Second, 5*time.Millisecond, "run in its group")
 
 		n, err := b.CancelGroup(ctx, "conv-1")
 		require.NoError(t, err)
@@ -329,6 +333,12 @@ func TestRegistrationSentTwiceJoinsGroup(t *testing.T) {
 		cutReplyInFlight(proxy, markerWritten("chat-2"))
 		proxy.Refuse(false)
 		require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, 5*time.Second, 10*time.Millisecond, "run registered")
+		// The pass adds the run to its group right after it registers it,
+		// well before the lease refresh at TTL/3.
+		require.Eventually(t, func() bool {
+			n, err := c.ZCard(ctx, e.prefix+":group:{conv-2}:runs").Result()
+			return err == nil && n == 1
+		}, time.Second, 5*time.Millisecond, "run in its group")
 
 		n, err := b.CancelGroup(ctx, "conv-2")
 		require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -389,4 +390,48 @@ func TestScriptCacheFlushed(t *testing.T) {
 	require.NoError(t, c.ScriptFlush(ctx).Err())
 	require.NoError(t, a.Close())
 	assert.Empty(t, e.keys(t, c), "keys after Close")
+}
+
+// Cancel, CancelAndWait and CancelGroup with a context that has already
+// ended send nothing: each returns the context's error, the run goes on,
+// and no error is counted.
+func TestCancelWithEndedContextSendsNothing(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		a := e.registry(t, "node-a")
+		b := e.registry(t, "node-b", streamcancel.WithPendingCancel(time.Second))
+
+		chk, err := a.Start(ctx, "chat-1", streamcancel.WithGroup("conv-1"))
+		require.NoError(t, err)
+		defer chk.Close()
+		ended, cancel := context.WithCancel(ctx)
+		cancel()
+
+		_, err = b.Cancel(ended, "chat-1")
+		require.ErrorIs(t, err, context.Canceled, "Cancel")
+		assert.Contains(t, err.Error(), "nothing was sent")
+		_, err = b.Cancel(ended, "chat-2")
+		require.ErrorIs(t, err, context.Canceled, "Cancel of a stream with no run")
+		_, err = b.CancelAndWait(ended, "chat-1")
+		require.ErrorIs(t, err, context.Canceled, "CancelAndWait")
+		n, err := b.CancelGroup(ended, "conv-1")
+		require.ErrorIs(t, err, context.Canceled, "CancelGroup")
+		assert.Zero(t, n, "runs CancelGroup counted")
+
+		time.Sleep(50 * time.Millisecond)
+		assert.NoError(t, chk.Err(), "run after the calls")
+		assert.Equal(t, []string{e.runKey("chat-1")}, filterKeys(e.keys(t, e.client(t)), ":run"), "run keys; no pending cancel for chat-2")
+		assert.Empty(t, filterKeys(e.keys(t, e.client(t)), ":pending"), "pending keys")
+		assert.Zero(t, b.Stats().CancelErrors, "cancel errors counted")
+	})
+}
+
+// filterKeys returns the keys that end with suffix.
+func filterKeys(keys []string, suffix string) []string {
+	var out []string
+	for _, k := range keys {
+		if strings.HasSuffix(k, suffix) {
+			out = append(out, k)
+		}
+	}
+	return out
 }

@@ -35,6 +35,9 @@ func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...Cancel
 	if err != nil {
 		return 0, err
 	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("streamcancel: cancel group %q: nothing was sent, because the context had ended: %w", group, err)
+	}
 
 	timeout := cancelTimeout
 	if deadline, ok := ctx.Deadline(); ok {

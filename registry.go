@@ -281,7 +281,8 @@ func (r *Registry) register(ctx context.Context, c *Checker) (startReply, error)
 // reads from its cause.
 //
 // Cancel returns an error, never Found true, when Redis fails or ctx ends
-// first; the cancel may or may not have been recorded then. On Redis
+// first; the cancel may or may not have been recorded then. With a ctx
+// that has already ended it sends nothing and returns ctx's error. On Redis
 // Cluster, while a resharding migrates the stream's slot, Cancel waits
 // for the migration to end. When ctx has no deadline, Cancel gives up
 // after 5s. It returns ErrInvalidStreamID for an invalid ID,
@@ -305,6 +306,10 @@ func (r *Registry) Cancel(ctx context.Context, streamID string, opts ...CancelOp
 // this node as waiting for the run's end for that long. It returns the
 // canceled run's token.
 func (r *Registry) cancel(ctx context.Context, streamID string, cfg cancelConfig, capTimeout, wait time.Duration) (CancelResult, string, error) {
+	if err := ctx.Err(); err != nil {
+		return CancelResult{}, "", fmt.Errorf("streamcancel: cancel %q: nothing was sent, because the context had ended: %w", streamID, err)
+	}
+
 	timeout := capTimeout
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = time.Until(deadline)

@@ -331,8 +331,8 @@ func (r *results) tables() string {
 	w("| cancel latency under that load, p50 / p99 / max | %s / %s / %s µs | p99 ≤ 5 ms: %s |",
 		r.cell(one, "p50-µs", 1), r.cell(one, "p99-µs", 1), r.cell(one, "max-µs", 1), r.verdict(one, "p99-µs", 5000))
 	w("| four registries, cancels sent per second | %s | 1000, every one delivered (the benchmark fails otherwise) |", r.cell(four, "cancels/s", 1))
-	w("| four registries, cancel latency p50 / p99 / max | %s / %s / %s µs | |",
-		r.cell(four, "p50-µs", 1), r.cell(four, "p99-µs", 1), r.cell(four, "max-µs", 1))
+	w("| four registries, cancel latency p50 / p99 / max | %s / %s / %s µs | p99 ≤ 5 ms: %s |",
+		r.cell(four, "p50-µs", 1), r.cell(four, "p99-µs", 1), r.cell(four, "max-µs", 1), r.verdict(four, "p99-µs", 5000))
 	w("")
 
 	w("### 6. Slow path: every Redis reply delayed by 500 ms")

@@ -135,3 +135,23 @@ BenchmarkCommandsPerStream/streamcancel/chunks=500/paced-2 	 100	 2206142 ns/op	
 		t.Errorf("headline() lacks the command count of a long stream; it reads:\n%s", headline)
 	}
 }
+
+func TestCrossNodeCheckGapShownWhenMeasured(t *testing.T) {
+	const withGap = "BenchmarkCrossNodeCancel/streamcancel-2 \t 1000\t 386446 ns/op\t 58.92 check-gap-p50-µs\t 183.0 check-gap-p99-µs\t 1166 flip-p99-µs\n"
+	res, err := parse(strings.NewReader(withGap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "with a 10 µs sleep between checks, which lasted 58.9 µs at the median and 183 µs at p99, so the flip includes the wait for A's next check."
+	if tables := res.tables(); !strings.Contains(tables, want) {
+		t.Errorf("tables() lack %q; they read:\n%s", want, tables)
+	}
+
+	res, err = parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tables := res.tables(); !strings.Contains(tables, "with a 10 µs sleep between checks.") {
+		t.Errorf("tables() of results without the sleep lengths lack the plain sentence; they read:\n%s", tables)
+	}
+}

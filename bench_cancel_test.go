@@ -52,6 +52,7 @@ func BenchmarkCrossNodeCancel(b *testing.B) {
 
 		flips := make(latencies, 0, b.N)
 		dones := make(latencies, 0, b.N)
+		var gaps latencies
 		unpushed := 0
 		for i := 0; i < b.N; i++ {
 			id := "cross-" + strconv.Itoa(i)
@@ -61,15 +62,23 @@ func BenchmarkCrossNodeCancel(b *testing.B) {
 			}
 			done := doneAt(chk.Context())
 
-			// The loop on node A checks every 10µs or so. A loop that
+			// The loop on node A sleeps 10µs between checks. A loop that
 			// spins would take a core from Redis and the subscriber on a
-			// two-core machine and slow the very cancel it waits for.
+			// two-core machine and slow the very cancel it waits for. The
+			// sleep lasts longer than asked: an idle Go process on Linux
+			// wakes for timers at millisecond resolution. Its lengths are
+			// reported, because the flip waits for the next check.
 			flipped := make(chan time.Time, 1)
+			slept := make(chan latencies, 1)
 			go func() {
+				var own latencies
 				for !chk.Cancelled() {
+					before := time.Now()
 					time.Sleep(10 * time.Microsecond)
+					own = append(own, time.Since(before))
 				}
 				flipped <- time.Now()
+				slept <- own
 			}()
 
 			start := time.Now()
@@ -81,12 +90,14 @@ func BenchmarkCrossNodeCancel(b *testing.B) {
 				unpushed++
 			}
 			flips = append(flips, awaitTime(b, flipped, "Cancelled() = true").Sub(start))
+			gaps = append(gaps, <-slept...)
 			dones = append(dones, awaitTime(b, done, "the run's Context done").Sub(start))
 			_ = chk.Close()
 		}
 
 		flips.report(b, "flip-")
 		dones.report(b, "done-")
+		gaps.report(b, "check-gap-")
 		b.ReportMetric(float64(unpushed), "unpushed")
 	})
 }

@@ -116,3 +116,42 @@ func TestLoadedMachine(t *testing.T) {
 		}
 	}
 }
+
+func TestCommandsVerdictCoversLongStreams(t *testing.T) {
+	const commands = `BenchmarkCommandsPerStream/streamcancel/chunks=500-2 	 100	 184384 ns/op	 13.00 calls/stream	 2.000 cmds/stream	 2.000 round-trips/stream
+BenchmarkCommandsPerStream/streamcancel/chunks=500/paced-2 	 100	 2206142 ns/op	 38.67 calls/stream	 14.21 cmds/stream	 2.240 round-trips/stream
+`
+	res, err := parse(strings.NewReader(commands))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tables := res.tables()
+	want := "met for a stream that ends within one PollInterval. A stream that lasts longer also sends one read per PollInterval: 14.2 commands for one lasting 10 PollIntervals, against 4 plus its one refresh: **not met**. Its reads share one pipeline with the other runs' reads, so it costs 2.24 round trips."
+	if !strings.Contains(tables, want) {
+		t.Errorf("tables() lack the verdict on long streams %q; they read:\n%s", want, tables)
+	}
+	if headline := res.headline(); !strings.Contains(headline, "sends 2 Redis commands, or 14.2 in 2.24 round trips when it lasts 10 PollIntervals") {
+		t.Errorf("headline() lacks the command count of a long stream; it reads:\n%s", headline)
+	}
+}
+
+func TestCrossNodeCheckGapShownWhenMeasured(t *testing.T) {
+	const withGap = "BenchmarkCrossNodeCancel/streamcancel-2 \t 1000\t 386446 ns/op\t 58.92 check-gap-p50-µs\t 183.0 check-gap-p99-µs\t 1166 flip-p99-µs\n"
+	res, err := parse(strings.NewReader(withGap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "with a 10 µs sleep between checks, which lasted 58.9 µs at the median and 183 µs at p99, so the flip includes the wait for A's next check."
+	if tables := res.tables(); !strings.Contains(tables, want) {
+		t.Errorf("tables() lack %q; they read:\n%s", want, tables)
+	}
+
+	res, err = parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tables := res.tables(); !strings.Contains(tables, "with a 10 µs sleep between checks.") {
+		t.Errorf("tables() of results without the sleep lengths lack the plain sentence; they read:\n%s", tables)
+	}
+}

@@ -33,6 +33,7 @@ export STREAMCANCEL_REQUIRE_REDIS=1
 	echo "cores: $(nproc)"
 	echo "go-version: $(go env GOVERSION)"
 	echo "redis-version: $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')"
+	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 	echo "load-before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$results"
 

@@ -226,6 +226,10 @@ func (r *results) tables() string {
 	c := r.config
 	w("Measured %s on %s: %s cores (%s), %s, Redis %s. Medians of %d runs. Load average before and after: %s; %s.",
 		c["date"], c["host"], c["cores"], c["cpu"], c["go-version"], c["redis-version"], r.runs(), c["load-before"], c["load-after"])
+	if commit := c["commit"]; commit != "" {
+		w("")
+		w("Code measured: commit %s.", commit)
+	}
 	if r.loaded() {
 		w("")
 		w("**The machine was loaded**: other processes used the CPU while the benchmarks ran, so ns/op and latency tails are noisier and higher than on a quiet machine.")

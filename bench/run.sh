@@ -25,6 +25,12 @@ count=${1:-6}
 readonly benchstat=golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
 results=bench/results.txt
+
+# The commit is read before the run writes its own files.
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if ! git diff --quiet HEAD 2>/dev/null; then
+	commit+=" (with uncommitted changes)"
+fi
 export STREAMCANCEL_REQUIRE_REDIS=1
 
 {
@@ -33,7 +39,7 @@ export STREAMCANCEL_REQUIRE_REDIS=1
 	echo "cores: $(nproc)"
 	echo "go-version: $(go env GOVERSION)"
 	echo "redis-version: $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/')"
-	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+	echo "commit: $commit"
 	echo "load-before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$results"
 

@@ -4,15 +4,8 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
-)
-
-// Bounds of the wait between two tries of a call that met TRYAGAIN.
-const (
-	minUnstableDelay = 10 * time.Millisecond
-	maxUnstableDelay = 200 * time.Millisecond
 )
 
 // This file holds what differs on Redis Cluster. Everything else works the

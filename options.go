@@ -48,6 +48,11 @@ const (
 	minReleaseRetryDelay = 50 * time.Millisecond
 	maxReleaseRetryDelay = 2 * time.Second
 
+	// Bounds of the wait between two tries of a call whose slot is being
+	// migrated on Redis Cluster.
+	minUnstableDelay = 10 * time.Millisecond
+	maxUnstableDelay = 200 * time.Millisecond
+
 	// cancelTimeout caps Cancel and CancelGroup when the caller's context
 	// has no deadline.
 	cancelTimeout = 5 * time.Second

@@ -165,8 +165,8 @@ func (r *Registry) NodeID() string {
 // When a pending cancel of streamID is stored (see WithPendingCancel),
 // Start consumes it and returns a Checker that is already canceled: its
 // first Cancelled call returns true. With WithGroup, Start also adds the
-// run to the group before it returns; when that fails, the run stays out
-// of the group until the next lease refresh adds it.
+// run to the group before it returns. If that fails, the next lease
+// refresh adds it.
 //
 // When Redis fails or does not reply within 500ms, Start fails open: it
 // logs the error and returns a working Checker, and the registry registers

@@ -151,14 +151,10 @@ func isTimeout(err error) bool {
 //   - "ended TOKEN MICROSECONDS": a canceled run ended; CancelAndWait
 //     calls on this node wait for it.
 //
-// A bare token is a cancel without a reason. Other messages and tokens of
-// runs that are not on this node are ignored.
+// Other messages, and tokens of runs that are not on this node, are
+// ignored.
 func (r *Registry) handlePush(payload string) {
-	kind, rest, ok := strings.Cut(payload, " ")
-	if !ok {
-		r.deliver(payload, &CancelError{})
-		return
-	}
+	kind, rest, _ := strings.Cut(payload, " ")
 	token, value, _ := strings.Cut(rest, " ")
 
 	switch kind {

@@ -9,7 +9,8 @@ import (
 // does not stop a read that is in flight when its context ends unless the
 // client sets ContextTimeoutEnabled, so waiting on a separate goroutine is
 // what keeps a caller's wait bounded. The registry's wait group counts the
-// goroutine, so Close can wait for it.
+// goroutine, so Close can wait for it. A call that fails makes a cluster
+// client reload its map of slots (refreshTopology).
 type call[T any] struct {
 	// done is closed when fn has returned and value and err are set.
 	done   chan struct{}
@@ -41,6 +42,7 @@ func spawnCallLocked[T any](r *Registry, ctx context.Context, fn func(context.Co
 		defer r.wg.Done()
 		defer close(c.done)
 		c.value, c.err = fn(ctx)
+		refreshTopology(r.rdb, c.err)
 	}()
 	return c
 }

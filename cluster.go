@@ -42,7 +42,8 @@ import (
 // most one at a time, so calling this after every failure is cheap. Other
 // clients need nothing.
 func refreshTopology(rdb redis.UniversalClient, err error) {
-	if err == nil || errors.Is(err, context.Canceled) {
+	// redis.Nil is a reply, such as a missing hash field, not a failure.
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, redis.Nil) {
 		return
 	}
 	if cluster, ok := rdb.(*redis.ClusterClient); ok {

@@ -53,7 +53,6 @@ func (r *Registry) CancelGroup(ctx context.Context, group string, opts ...Cancel
 		return n, fmt.Errorf("%w: cancel group %q: use a registry that is not closed", err, group)
 	}
 	if err != nil {
-		refreshTopology(r.rdb, err)
 		r.stats.cancelErrors.Add(1)
 		return n, fmt.Errorf("streamcancel: cancel group %q: %d runs canceled, the others may or may not be; retry it: %w", group, n, err)
 	}

@@ -333,7 +333,6 @@ func (r *Registry) cancel(ctx context.Context, streamID string, cfg cancelConfig
 		return CancelResult{}, "", fmt.Errorf("%w: cancel %q: use a registry that is not closed", err, streamID)
 	}
 	if err != nil {
-		refreshTopology(r.rdb, err)
 		r.stats.cancelErrors.Add(1)
 		return CancelResult{}, "", fmt.Errorf("streamcancel: cancel %q: the cancel may or may not be recorded, retry it: %w", streamID, err)
 	}

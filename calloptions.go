@@ -60,7 +60,8 @@ func WithTakeover() StartOption {
 
 // WithReason attaches a short reason to a cancel, such as "user pressed
 // Stop". The canceled run reads it from the Reason field of the
-// *CancelError cause of its context. The reason is 1 to MaxReasonLen bytes
+// *CancelError cause of its context. When a run is canceled more than
+// once, the first reason stays. The reason is 1 to MaxReasonLen bytes
 // of UTF-8 text without control characters; the call returns
 // ErrInvalidReason otherwise.
 func WithReason(reason string) CancelOption {

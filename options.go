@@ -211,7 +211,7 @@ func (c *config) validate() error {
 	case strings.ContainsAny(c.keyPrefix, "{}"):
 		return fmt.Errorf("%w: WithKeyPrefix(%q): the prefix must not contain '{' or '}' because the library sets the hash tag", ErrInvalidOption, c.keyPrefix)
 	case c.pendingSet && (c.pendingTTL < minPendingTTL || c.pendingTTL > maxPendingTTL):
-		return fmt.Errorf("%w: WithPendingCancel(%v): the TTL must be %v to %v", ErrInvalidOption, c.pendingTTL, minPendingTTL, maxPendingTTL)
+		return fmt.Errorf("%w: WithPendingCancel(%v): the TTL must be %s to %s", ErrInvalidOption, c.pendingTTL, shortDuration(minPendingTTL), shortDuration(maxPendingTTL))
 	case c.nodeIDSet && (c.nodeID == "" || len(c.nodeID) > maxNodeIDLen):
 		return fmt.Errorf("%w: WithNodeID(%q): the node ID must be 1 to %d bytes", ErrInvalidOption, c.nodeID, maxNodeIDLen)
 	}
@@ -253,4 +253,17 @@ func randomHex(n int) string {
 		panic("streamcancel: reading random bytes: " + err.Error())
 	}
 	return hex.EncodeToString(b)
+}
+
+// shortDuration formats d like time.Duration.String without trailing zero
+// units: "1h" rather than "1h0m0s".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

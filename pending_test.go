@@ -140,5 +140,6 @@ func TestPendingCancelOptionLimits(t *testing.T) {
 		_, err := streamcancel.NewRegistry(clientAt(t, "127.0.0.1:1"), streamcancel.WithPendingCancel(ttl), streamcancel.WithKeyPrefix(e.prefix))
 		assert.ErrorIs(t, err, streamcancel.ErrInvalidOption, "WithPendingCancel(%v)", ttl)
 		assert.ErrorContains(t, err, "WithPendingCancel", "WithPendingCancel(%v)", ttl)
+		assert.ErrorContains(t, err, "must be 10ms to 1h", "WithPendingCancel(%v)", ttl)
 	}
 }

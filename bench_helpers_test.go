@@ -124,6 +124,13 @@ func (s *splitClient) Subscribe(ctx context.Context, channels ...string) *redis.
 	return s.pubsub.Subscribe(ctx, channels...)
 }
 
+// orderedPush tells the registry that both clients reach one server, so
+// that a PONG on the subscriber's connection proves earlier pushes, as on
+// a plain *redis.Client.
+func (s *splitClient) orderedPush() bool {
+	return true
+}
+
 // existsCheck is the cancel check of the per-chunk and every-10 designs:
 // on every every-th chunk it sends EXISTS for the stream's cancel key and
 // waits for the reply. A Redis error reads as not canceled.
@@ -323,7 +330,7 @@ type roundTrips struct {
 	byMode   map[string]int64
 	first    map[string]time.Time
 	last     map[string]time.Time
-	readTime time.Duration
+	passTime map[string]time.Duration
 }
 
 // syncMode returns the mode of a sync.lua call, whose arguments are
@@ -358,7 +365,7 @@ func (h *roundTrips) reset() {
 	h.byMode = make(map[string]int64)
 	h.first = make(map[string]time.Time)
 	h.last = make(map[string]time.Time)
-	h.readTime = 0
+	h.passTime = make(map[string]time.Duration)
 }
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -389,9 +396,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 			h.first[mode] = start
 		}
 		h.last[mode] = start
-		if mode == "read" {
-			h.readTime += took
-		}
+		h.passTime[mode] += took
 		return err
 	}
 }
@@ -417,12 +422,12 @@ func (h *roundTrips) perInterval(mode string, interval time.Duration) float64 {
 	return float64(h.byMode[mode]-1) * float64(interval) / float64(span)
 }
 
-// meanRead returns the mean duration of the read pipelines.
-func (h *roundTrips) meanRead() time.Duration {
+// meanPass returns the mean duration of the pipelines of the mode.
+func (h *roundTrips) meanPass(mode string) time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.byMode["read"] == 0 {
+	if h.byMode[mode] == 0 {
 		return 0
 	}
-	return h.readTime / time.Duration(h.byMode["read"])
+	return h.passTime[mode] / time.Duration(h.byMode[mode])
 }

@@ -222,7 +222,7 @@ func TestLocalDuplicateRejectedRedisDown(t *testing.T) {
 func TestTakenOverRunReportsConflict(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		logs := &logRecorder{}
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond), streamcancel.WithLogger(slog.New(logs)))
+		a := e.readingRegistry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond), streamcancel.WithLogger(slog.New(logs)))
 		c := e.client(t)
 
 		chk, err := a.Start(ctx, "chat-1")
@@ -343,7 +343,7 @@ func TestCancelGivesUpAfterFiveSeconds(t *testing.T) {
 // other run's marker is gone, so it can be canceled again.
 func TestTakenOverRunRegisteredAgain(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
+		a := e.readingRegistry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
 		b := e.registry(t, "node-b")
 		c := e.client(t)
 
@@ -372,7 +372,7 @@ func TestTakenOverRunRegisteredAgain(t *testing.T) {
 func TestScriptCacheFlushed(t *testing.T) {
 	e := ownServer(t)
 	c := e.client(t)
-	a := e.registry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
+	a := e.readingRegistry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
 
 	for _, id := range []string{"chat-1", "chat-2"} {
 		chk, err := a.Start(ctx, id)

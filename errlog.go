@@ -71,6 +71,12 @@ type Stats struct {
 	// including those for runs of other registries with the same node ID.
 	PushesReceived uint64
 
+	// Probes counts PollIntervals at which a PING on the Pub/Sub
+	// connection proved that no push was lost, so the registry did not
+	// read its runs' records. It stays 0 on Redis Cluster and Sentinel,
+	// where every PollInterval reads them.
+	Probes uint64
+
 	// Errors handled by the registry, by operation. CancelErrors counts
 	// errors that Cancel returned to its caller.
 	StartErrors     uint64
@@ -90,6 +96,10 @@ type counters struct {
 	pushesReceived atomic.Uint64
 	cancelErrors   atomic.Uint64
 	errors         [kindCount]atomic.Uint64
+
+	// probesConfirmed counts PollIntervals that a probe served instead of
+	// a read.
+	probesConfirmed atomic.Uint64
 }
 
 // Stats returns a snapshot of the registry's counters. It is safe for
@@ -99,6 +109,7 @@ func (r *Registry) Stats() Stats {
 		Subscribed:      r.pushReady.Load(),
 		Subscriptions:   r.stats.subscriptions.Load(),
 		PushesReceived:  r.stats.pushesReceived.Load(),
+		Probes:          r.stats.probesConfirmed.Load(),
 		StartErrors:     r.stats.errors[kindStart].Load(),
 		CancelErrors:    r.stats.cancelErrors.Load(),
 		ReleaseErrors:   r.stats.errors[kindRelease].Load(),

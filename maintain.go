@@ -13,11 +13,12 @@ import (
 const pollGapDivisor = 4
 
 // maintain is the registry's background loop. Every PollInterval it reads
-// the cancel records of all local runs, every TTL/3 it extends their
-// leases, after each re-subscribe it reads the records at once, and it
-// serves the per-run polls that Cancelled requests. Each pass is one
-// pipelined round trip; a run whose marker is missing is registered again
-// in a second one.
+// the cancel records of all local runs, or probes the subscriber's
+// connection where a PONG proves as much (see probe). Every TTL/3 it
+// extends the runs' leases, after each re-subscribe it reads the records
+// at once, and it serves the per-run polls that Cancelled requests. Each
+// pass is one pipelined round trip; a run whose marker is missing is
+// registered again in a second one.
 func (r *Registry) maintain() {
 	defer r.wg.Done()
 
@@ -26,17 +27,22 @@ func (r *Registry) maintain() {
 	refresh := time.NewTicker(r.cfg.refreshInterval())
 	defer refresh.Stop()
 
+	// covered is the subscription epoch that the last full read covers,
+	// or 0 when a probe proves nothing.
+	var covered uint64
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-poll.C:
-			r.syncRuns(r.snapshot(), modeRead)
+			covered = r.pollTick(covered)
 		case <-refresh.C:
-			r.syncRuns(r.snapshot(), modeExtend)
+			if !r.syncRuns(r.snapshot(), modeExtend) {
+				covered = 0
+			}
 		case <-r.resync:
 			r.loadScripts()
-			r.syncRuns(r.snapshot(), modeRead)
+			covered = r.readAll(r.snapshot())
 		case c := <-r.pollQueue:
 			r.syncRuns(r.takePolls(c), modeRead)
 		}
@@ -99,10 +105,11 @@ func (r *Registry) takePolls(first *Checker) []*Checker {
 // syncRuns runs sync.lua for runs in one pipeline and applies the replies:
 // it cancels runs whose cancel is recorded, and registers again runs whose
 // marker is missing. Runs not known to be registered use modeRegister
-// whatever mode is.
-func (r *Registry) syncRuns(runs []*Checker, mode string) {
+// whatever mode is. It reports whether every call succeeded, those of the
+// registration pass included.
+func (r *Registry) syncRuns(runs []*Checker, mode string) bool {
 	if len(runs) == 0 {
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, max(r.cfg.pollInterval, time.Second))
 	defer cancel()
@@ -157,8 +164,9 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 	if len(join) > 0 {
 		r.joinGroups(ctx, join)
 	}
+	ok := err == nil
 	if len(lost) > 0 && mode != modeRegister {
-		r.syncRuns(lost, modeRegister)
+		ok = r.syncRuns(lost, modeRegister) && ok
 	}
 	if len(stale) > 0 {
 		// Close may have ended the pass's context, and these markers
@@ -167,6 +175,7 @@ func (r *Registry) syncRuns(runs []*Checker, mode string) {
 		defer cancel()
 		_ = r.releaseAll(releaseCtx, stale, releaseEnd)
 	}
+	return ok
 }
 
 // Outcomes of applySync that need another round trip.

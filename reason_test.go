@@ -58,7 +58,7 @@ func TestReasonFromPoll(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		// node-a's channel is never the one node-x subscribes to, so only
 		// the poll can deliver the cancel.
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
+		a := e.readingRegistry(t, "node-a", streamcancel.WithPollInterval(20*time.Millisecond))
 		c := e.client(t)
 
 		chk, err := a.Start(ctx, "chat-1")

@@ -30,6 +30,8 @@ const pollQueueSize = 1024
 // cancels pushed over Pub/Sub and checks that its connection is alive. A
 // loop re-reads the cancel records of all local runs every PollInterval
 // and extends their leases every TTL/3, each in one pipelined round trip.
+// On a *redis.Client the loop reads the records only when a PING on the
+// subscriber's connection fails to prove that every push has arrived.
 type Registry struct {
 	rdb redis.UniversalClient
 	cfg config
@@ -67,6 +69,20 @@ type Registry struct {
 	// pushReady is true while the subscriber is known to be subscribed
 	// and its connection replied recently.
 	pushReady atomic.Bool
+
+	// pushEpoch counts the subscriptions Redis confirmed, so that a probe
+	// can tell whether the subscription changed under it.
+	pushEpoch atomic.Uint64
+
+	// probes is true when a PONG on the subscriber's connection proves
+	// that earlier pushes arrived (see probe). pongs carries the sequence
+	// numbers of probe PONGs to the background loop; probing is true
+	// while a probe's PING is being sent; probeSeq belongs to the
+	// background loop.
+	probes   bool
+	pongs    chan uint64
+	probing  atomic.Bool
+	probeSeq uint64
 
 	psMu sync.Mutex
 	ps   *redis.PubSub
@@ -137,6 +153,8 @@ func NewRegistry(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
 		closeDone: make(chan struct{}),
 		pollQueue: make(chan *Checker, pollQueueSize),
 		resync:    make(chan struct{}, 1),
+		probes:    provesByPing(rdb),
+		pongs:     make(chan uint64, 1),
 		errLog:    errorLog{logger: cfg.logger, interval: errorLogInterval},
 	}
 

@@ -102,7 +102,7 @@ func TestCancelOnSameNode(t *testing.T) {
 func TestLostPushFoundByPoll(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		const poll = 50 * time.Millisecond
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(poll))
+		a := e.readingRegistry(t, "node-a", streamcancel.WithPollInterval(poll))
 		c := e.client(t)
 
 		chk, err := a.Start(ctx, "chat-1")
@@ -123,7 +123,7 @@ func TestLostPushFoundByPoll(t *testing.T) {
 func TestRecordOfOtherTokenIgnored(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		const poll = 20 * time.Millisecond
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(poll))
+		a := e.readingRegistry(t, "node-a", streamcancel.WithPollInterval(poll))
 		c := e.client(t)
 
 		chk, err := a.Start(ctx, "chat-1")

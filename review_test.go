@@ -138,7 +138,7 @@ func TestStaleReleaseSurvivesClose(t *testing.T) {
 		slow := newSlowRegister(300 * time.Millisecond)
 		rdb := slow.client(t, e.addr)
 		logs := &logRecorder{}
-		a, err := streamcancel.NewRegistry(rdb, streamcancel.WithNodeID("node-a"), streamcancel.WithKeyPrefix(e.prefix), streamcancel.WithPollInterval(20*time.Millisecond), streamcancel.WithLogger(slog.New(logs)))
+		a, err := streamcancel.NewRegistry(rdb, streamcancel.WithNodeID("node-a"), streamcancel.WithKeyPrefix(e.prefix), streamcancel.WithPollInterval(20*time.Millisecond), streamcancel.WithTTL(300*time.Millisecond), streamcancel.WithLogger(slog.New(logs)))
 		require.NoError(t, err)
 		c := e.client(t)
 		waitSubscribed(t, a)
@@ -147,7 +147,8 @@ func TestStaleReleaseSurvivesClose(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, e.keys(t, c), 1, "markers after Start")
 
-		// The marker vanishes, as after a Redis restart without persistence.
+		// The marker vanishes, as after FLUSHDB. The subscriber's connection
+		// stays up, so the next lease refresh, 100ms later, finds it gone.
 		slow.armed.Store(true)
 		require.NoError(t, c.Del(ctx, e.runKey("chat-1")).Err())
 		select {

@@ -90,12 +90,16 @@ func (r *Registry) listen(ps *redis.PubSub) (subscribed bool, err error) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && m.Channel == r.channel {
 				subscribed = true
+				r.pushEpoch.Add(1)
 				r.pushReady.Store(true)
 				r.stats.subscriptions.Add(1)
 				r.requestResync()
 			}
 		case *redis.Pong:
 			r.pushReady.Store(subscribed)
+			if subscribed {
+				r.handleProbePong(m.Payload)
+			}
 		case *redis.Message:
 			r.stats.pushesReceived.Add(1)
 			r.handlePush(m.Payload)

@@ -55,7 +55,7 @@ func TestTakeoverReplacesRun(t *testing.T) {
 // register again.
 func TestTakeoverFoundByPoll(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
-		a := e.registry(t, "node-a", streamcancel.WithPollInterval(30*time.Millisecond))
+		a := e.readingRegistry(t, "node-a", streamcancel.WithPollInterval(30*time.Millisecond))
 		b := e.registry(t, "node-b")
 		c := e.client(t)
 

@@ -1,0 +1,105 @@
+package streamcancel_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/streamcancel/streamcancel"
+)
+
+// probeTicks is how many PollIntervals the probe tests watch a registry.
+const probeTicks = 20
+
+// readPipelines counts the pipelines a registry with one active run sends
+// during probeTicks PollIntervals of 20ms, after its first read. With a
+// lease of 30 s no refresh falls in that time, so every pipeline is a read
+// of the run's record.
+func readPipelines(t *testing.T, e *env, wrap func(*redis.Client) redis.UniversalClient) (reads int64, probes uint64) {
+	const poll = 20 * time.Millisecond
+	counter := &commandCounter{}
+	rdb := e.client(t)
+	rdb.AddHook(counter)
+	a := e.registryOn(t, wrap(rdb), "node-a", streamcancel.WithPollInterval(poll))
+	waitSubscribed(t, a)
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+	time.Sleep(3 * poll)
+
+	before, probesBefore := counter.pipelines.Load(), a.Stats().Probes
+	time.Sleep(probeTicks * poll)
+	reads, probes = counter.pipelines.Load()-before, a.Stats().Probes-probesBefore
+	t.Logf("%d pipelines and %d probes in %d PollIntervals", reads, probes, probeTicks)
+
+	assert.False(t, chk.Cancelled(), "run canceled without a cancel")
+	return reads, probes
+}
+
+// otherClient is a client that the registry cannot identify as one
+// *redis.Client, as a wrapper of the application's would be.
+type otherClient struct {
+	*redis.Client
+}
+
+// readingRegistry returns a registry on a client that it cannot probe
+// through, so that every PollInterval reads each run's record, as on Redis
+// Cluster and Sentinel. Tests of what a read finds use it: they change
+// records behind the registry's back, which no probe can notice because
+// no push was lost.
+func (e *env) readingRegistry(t *testing.T, node string, opts ...streamcancel.Option) *streamcancel.Registry {
+	return e.registryOn(t, otherClient{e.client(t)}, node, opts...)
+}
+
+// On a *redis.Client a PONG on the subscriber's connection proves that
+// every earlier push arrived, so a registry whose push path is healthy
+// reads no record at its PollIntervals. On a client that it cannot prove
+// this for, it reads every PollInterval.
+func TestPollProbesInsteadOfReading(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		t.Run("redis.Client", func(t *testing.T) {
+			reads, probes := readPipelines(t, e, func(c *redis.Client) redis.UniversalClient { return c })
+			assert.Less(t, reads, int64(probeTicks/2), "reads while every probe is answered")
+			assert.GreaterOrEqual(t, probes, uint64(probeTicks/2), "Stats.Probes")
+		})
+		t.Run("other client", func(t *testing.T) {
+			reads, probes := readPipelines(t, e, func(c *redis.Client) redis.UniversalClient { return otherClient{c} })
+			assert.GreaterOrEqual(t, reads, int64(probeTicks/2), "reads when probes prove nothing")
+			assert.Zero(t, probes, "Stats.Probes")
+		})
+	})
+}
+
+// A registry that probes instead of reading still finds a cancel whose
+// push never arrived: the subscriber's connection goes half-open after a
+// probe was answered, and the next probe's missing PONG makes that
+// PollInterval a full read. The run stops within PollInterval, plus the
+// probe's wait of PollInterval/50, plus a round trip.
+func TestProbeMissingPongReads(t *testing.T) {
+	const poll = 500 * time.Millisecond
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(poll))
+	b := e.registry(t, "node-b")
+	waitSubscribed(t, a)
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+
+	// Two PollIntervals: the first may still read, the second probes.
+	time.Sleep(2*poll + poll/10)
+
+	require.Equal(t, 1, proxy.FreezeSubscribers(), "connections frozen")
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	stopped := waitDone(t, chk, poll+poll/50+100*time.Millisecond)
+	t.Logf("run stopped %v after Cancel returned", stopped)
+
+	assert.Equal(t, uint64(0), a.Stats().PushesReceived, "pushes received through the frozen connection")
+}

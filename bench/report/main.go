@@ -348,6 +348,8 @@ func (r *results) tables() string {
 	w("")
 	w("Target: streamcancel's loop slows by at most 1 %%: %s. With the delay, `Start` returned after %s ms and `Close` after %s ms; both wait at most 500 ms.",
 		r.verdict(slow, "slowdown-%", 1), r.cell(slow, "start-ms", 1), r.cell(slow, "close-ms", 1))
+	w("")
+	r.semanticsSection(w)
 	return b.String()
 }
 
@@ -378,6 +380,25 @@ func (r *results) crossNodeSection(w writer) {
 		r.ratio(cross, "flip-bound-p99-µs", "CrossNodeCancel/raw-PUBLISH", "p99-µs"),
 		r.cell(cross, "unpushed", 1))
 	w("")
+}
+
+// semanticsSection renders section 7, CancelAndWait and CancelGroup.
+func (r *results) semanticsSection(w writer) {
+	w("### 7. `CancelAndWait` and `CancelGroup`")
+	w("")
+	w("Calls on registry B for runs on registry A; default options. A's loop closes its run as soon as the run's `Context()` is done.")
+	w("")
+	wait, group := "CancelAndWait/redis", "CancelGroup/redis"
+	w("| call | p50 µs | p99 µs | max µs |")
+	w("| --- | ---: | ---: | ---: |")
+	w("| `CancelAndWait` until it returns | %s | %s | %s |",
+		r.cell(wait, "p50-µs", 1), r.cell(wait, "p99-µs", 1), r.cell(wait, "max-µs", 1))
+	w("| `CancelAndWait`: A's run from the cancel's arrival until `Close` (`StopDuration`) | %s | %s | %s |",
+		r.cell(wait, "stop-p50-µs", 1), r.cell(wait, "stop-p99-µs", 1), r.cell(wait, "stop-max-µs", 1))
+	w("| `CancelGroup` of 3 runs until it returns | %s | %s | %s |",
+		r.cell(group, "p50-µs", 1), r.cell(group, "p99-µs", 1), r.cell(group, "max-µs", 1))
+	w("| `CancelGroup` of 3 runs until the last run's `Context()` is done | %s | %s | %s |",
+		r.cell(group, "last-done-p50-µs", 1), r.cell(group, "last-done-p99-µs", 1), r.cell(group, "last-done-max-µs", 1))
 }
 
 // loaded reports whether the one-minute load average before the run was

@@ -190,3 +190,25 @@ func TestRatioVerdict(t *testing.T) {
 		t.Errorf("ratioVerdict of a missing benchmark = %q, want n/a", got)
 	}
 }
+
+func TestSemanticsSection(t *testing.T) {
+	const lines = `BenchmarkCancelAndWait/redis-2 	 1000	 364286 ns/op	 3182 max-µs	 250.6 p50-µs	 413.2 p99-µs	 68.00 stop-max-µs	 2.000 stop-p50-µs	 34.00 stop-p99-µs
+BenchmarkCancelGroup/redis-2 	 1000	 1116961 ns/op	 1447 last-done-max-µs	 210.1 last-done-p50-µs	 324.8 last-done-p99-µs	 1453 max-µs	 193.7 p50-µs	 330.0 p99-µs
+`
+	res, err := parse(strings.NewReader(lines))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tables := res.tables()
+	for _, want := range []string{
+		"| `CancelAndWait` until it returns | 251 | 413 | 3182 |",
+		"| `CancelAndWait`: A's run from the cancel's arrival until `Close` (`StopDuration`) | 2 | 34 | 68 |",
+		"| `CancelGroup` of 3 runs until it returns | 194 | 330 | 1453 |",
+		"| `CancelGroup` of 3 runs until the last run's `Context()` is done | 210 | 325 | 1447 |",
+	} {
+		if !strings.Contains(tables, want) {
+			t.Errorf("tables() lack %q; they read:\n%s", want, tables)
+		}
+	}
+}

@@ -8,7 +8,7 @@
 #
 # COUNT is the number of runs of each benchmark (default 6); the tables
 # show medians. The benchmarks start their own redis-server on loopback
-# ports, so redis-server must be on PATH. The whole run takes about 4
+# ports, so redis-server must be on PATH. The whole run takes about 5
 # minutes with COUNT 6 on a 2-core machine.
 set -euo pipefail
 

@@ -212,3 +212,21 @@ BenchmarkCancelGroup/redis-2 	 1000	 1116961 ns/op	 1447 last-done-max-µs	 210.
 		}
 	}
 }
+
+func TestSlowPathSection(t *testing.T) {
+	const line = "BenchmarkSlowRedis/streamcancel-2 \t 1\t 6001681829 ns/op\t 500.3 close-ms\t 672.1 delayed-ns/chunk\t 676.6 direct-ns/chunk\t 45.10 pending-%\t -0.6691 slowdown-%\t 500.8 start-ms\n"
+	res, err := parse(strings.NewReader(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tables := res.tables()
+	for _, want := range []string{
+		"| **streamcancel** | 677 | 672 | -0.7 % |",
+		"waited for its delayed reply during 45.1 % of the delayed blocks' time",
+	} {
+		if !strings.Contains(tables, want) {
+			t.Errorf("tables() lack %q; they read:\n%s", want, tables)
+		}
+	}
+}

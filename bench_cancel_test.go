@@ -14,6 +14,15 @@ import (
 // node B until the run on node A sees it, against a raw PUBLISH until a
 // subscriber receives it, on the same server in the same run. One op is
 // one cancel (or one message) with the run's Start and Close.
+//
+// The observer on node A is woken by the end of the run's Context and
+// then calls Cancelled, which must return true: the registry sets the flag
+// that Cancelled reads before it cancels the context. The benchmark fails
+// otherwise. The time taken after that call is an upper bound, verified
+// for every sample, of when Cancelled began to return true. A loop that
+// polls Cancelled instead would add its own wait between checks, and a
+// spinning one would take a core from Redis and the subscriber on a
+// two-core machine.
 func BenchmarkCrossNodeCancel(b *testing.B) {
 	srv, _ := benchServer(b)
 	ctx := context.Background()
@@ -50,9 +59,8 @@ func BenchmarkCrossNodeCancel(b *testing.B) {
 		regA := benchRegistry(b, benchClient(b, srv.Addr()), "node-a")
 		regB := benchRegistry(b, benchClient(b, srv.Addr()), "node-b")
 
-		flips := make(latencies, 0, b.N)
 		dones := make(latencies, 0, b.N)
-		var gaps latencies
+		flips := make(latencies, 0, b.N)
 		unpushed := 0
 		for i := 0; i < b.N; i++ {
 			id := "cross-" + strconv.Itoa(i)
@@ -60,26 +68,7 @@ func BenchmarkCrossNodeCancel(b *testing.B) {
 			if err != nil {
 				b.Fatalf("Start: %v", err)
 			}
-			done := doneAt(chk.Context())
-
-			// The loop on node A sleeps 10µs between checks. A loop that
-			// spins would take a core from Redis and the subscriber on a
-			// two-core machine and slow the very cancel it waits for. The
-			// sleep lasts longer than asked: an idle Go process on Linux
-			// wakes for timers at millisecond resolution. Its lengths are
-			// reported, because the flip waits for the next check.
-			flipped := make(chan time.Time, 1)
-			slept := make(chan latencies, 1)
-			go func() {
-				var own latencies
-				for !chk.Cancelled() {
-					before := time.Now()
-					time.Sleep(10 * time.Microsecond)
-					own = append(own, time.Since(before))
-				}
-				flipped <- time.Now()
-				slept <- own
-			}()
+			seen := observeDone(chk)
 
 			start := time.Now()
 			res, err := regB.Cancel(ctx, id)
@@ -89,17 +78,47 @@ func BenchmarkCrossNodeCancel(b *testing.B) {
 			if !res.Pushed {
 				unpushed++
 			}
-			flips = append(flips, awaitTime(b, flipped, "Cancelled() = true").Sub(start))
-			gaps = append(gaps, <-slept...)
-			dones = append(dones, awaitTime(b, done, "the run's Context done").Sub(start))
+
+			var obs doneObservation
+			select {
+			case obs = <-seen:
+			case <-time.After(benchWaitLimit):
+				b.Fatalf("the Context of run %q was not done within %v of Cancel", id, benchWaitLimit)
+			}
+			if !obs.cancelled {
+				b.Fatalf("Cancelled() of run %q = false once its Context was done, want true", id)
+			}
+			dones = append(dones, obs.done.Sub(start))
+			flips = append(flips, obs.checked.Sub(start))
 			_ = chk.Close()
 		}
 
-		flips.report(b, "flip-")
 		dones.report(b, "done-")
-		gaps.report(b, "check-gap-")
+		flips.report(b, "flip-bound-")
 		b.ReportMetric(float64(unpushed), "unpushed")
 	})
+}
+
+// doneObservation is what an observer saw when a run's Context was done:
+// the time it woke, the result of Cancelled then, and the time after that
+// call returned.
+type doneObservation struct {
+	done      time.Time
+	cancelled bool
+	checked   time.Time
+}
+
+// observeDone returns a channel that receives one observation once the
+// Context of chk is done.
+func observeDone(chk *streamcancel.Checker) <-chan doneObservation {
+	seen := make(chan doneObservation, 1)
+	context.AfterFunc(chk.Context(), func() {
+		obs := doneObservation{done: time.Now()}
+		obs.cancelled = chk.Cancelled()
+		obs.checked = time.Now()
+		seen <- obs
+	})
+	return seen
 }
 
 // pushLostPoll is the PollInterval in BenchmarkPushLost. The poll bounds

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"sort"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,21 +102,40 @@ func benchExists(b *testing.B, rdb *redis.Client, every int) {
 // BenchmarkSlowRedis.
 const slowDelay = 500 * time.Millisecond
 
+// Blocks of BenchmarkSlowRedis's streamcancel case. Each block lasts
+// longer than the delay and than the default PollInterval of 1s, so that
+// the registry's periodic poll sends a call during each delayed block and
+// the proxy holds its reply. The benchmark fails when a delayed block has
+// none.
+const (
+	slowBlock  = 3 * slowDelay
+	slowBlocks = 4
+
+	// slowBatch is how many chunks run between two reads of the clock.
+	slowBatch = 1024
+)
+
 // BenchmarkSlowRedis measures a stream loop's throughput while every Redis
-// reply is delayed by 500 ms. One op is one chunk: the cancel check plus
-// chunkWork. Replies go through a fault proxy in every case.
+// reply is delayed by 500 ms. Replies go through a fault proxy in every
+// case. In the baseline cases one op is one chunk: the cancel check plus
+// chunkWork.
 //
-// The streamcancel case switches the delay on and off in twelve blocks of
-// b.N/12 chunks, in the order on, off, off, on, on, off and so on, so that
-// both halves share the machine's load and a steady drift in it cancels
-// out. It reports ns/chunk for each half and the slowdown in percent. An
-// untimed warm-up runs first. Its run starts while the delay is on, and
-// start-ms and close-ms are how long Start and Close took then.
+// The streamcancel case runs its loop in four blocks of 1.5s each, with
+// the delay on, off, off and on, so that both halves share the machine's
+// load and a steady drift in it cancels out. Its blocks are timed by the
+// clock, not by b.N, so one op is the whole sequence and go test runs it
+// once for each -count at -benchtime=1s. It reports ns/chunk for each half,
+// the slowdown in percent, and pending-%: the share of the delayed blocks'
+// time during which a call of the registry's client waited for its reply.
+// It fails when a delayed block had no such call. An untimed warm-up runs
+// first. Its run starts while the delay is on, and start-ms and close-ms
+// are how long Start and Close took then.
 func BenchmarkSlowRedis(b *testing.B) {
 	srv, _ := benchServer(b)
 	proxy := benchProxy(b, srv.Addr())
+	calls := &callSpans{}
+	reg := benchRegistry(b, benchClient(b, proxy.Addr(), calls), "node-a")
 	rdb := benchClient(b, proxy.Addr())
-	reg := benchRegistry(b, rdb, "node-a")
 	ctx := context.Background()
 	runs := 0
 
@@ -143,41 +164,58 @@ func BenchmarkSlowRedis(b *testing.B) {
 		startTook := time.Since(start)
 
 		var work chunkWork
-		for i := 0; i < min(b.N, 100000); i++ {
+		chunk := 0
+		for ; chunk < 100000; chunk++ {
 			if chk.Cancelled() {
-				b.Fatalf("Cancelled() = true at warm-up chunk %d, want false", i)
+				b.Fatalf("Cancelled() = true at warm-up chunk %d, want false", chunk)
 			}
-			work.do(i)
+			work.do(chunk)
 		}
 
 		var took [2]time.Duration // without and with the delay
 		var chunks [2]int
-		const blocks = 12
+		var delayedBlocks []timeSpan
 		b.ResetTimer()
-		for block := 0; block < blocks; block++ {
-			delayed := block%4 == 0 || block%4 == 3
-			if delayed {
+		for block := 0; block < slowBlocks; block++ {
+			half := 0
+			if block%4 == 0 || block%4 == 3 {
+				half = 1
+			}
+			if half == 1 {
 				proxy.SetDelay(slowDelay)
 			} else {
 				proxy.SetDelay(0)
 			}
 
-			half := 0
-			if delayed {
-				half = 1
-			}
 			blockStart := time.Now()
-			first, end := block*b.N/blocks, (block+1)*b.N/blocks
-			for i := first; i < end; i++ {
-				if chk.Cancelled() {
-					b.Fatalf("Cancelled() = true at chunk %d, want false", i)
+			first := chunk
+			for time.Since(blockStart) < slowBlock {
+				for end := chunk + slowBatch; chunk < end; chunk++ {
+					if chk.Cancelled() {
+						b.Fatalf("Cancelled() = true at chunk %d, want false", chunk)
+					}
+					work.do(chunk)
 				}
-				work.do(i)
 			}
-			took[half] += time.Since(blockStart)
-			chunks[half] += end - first
+			blockEnd := time.Now()
+
+			took[half] += blockEnd.Sub(blockStart)
+			chunks[half] += chunk - first
+			if half == 1 {
+				delayedBlocks = append(delayedBlocks, timeSpan{blockStart, blockEnd})
+			}
 		}
 		b.StopTimer()
+
+		var pending, delayedTime time.Duration
+		for i, block := range delayedBlocks {
+			p := calls.pendingWithin(block)
+			if p == 0 {
+				b.Fatalf("no call of the registry's client waited for a reply during delayed block %d of %v, so the block did not test a slow Redis", i+1, slowBlock)
+			}
+			pending += p
+			delayedTime += block.end.Sub(block.start)
+		}
 
 		// Close waits at most 500ms; an error only means the marker
 		// expires after the TTL.
@@ -186,14 +224,11 @@ func BenchmarkSlowRedis(b *testing.B) {
 		_ = chk.Close()
 		closeTook := time.Since(closeStart)
 
-		if chunks[0] == 0 || chunks[1] == 0 {
-			// b.N is below the number of blocks, as in the first run.
-			return
-		}
 		direct, delayed := float64(took[0])/float64(chunks[0]), float64(took[1])/float64(chunks[1])
 		b.ReportMetric(direct, "direct-ns/chunk")
 		b.ReportMetric(delayed, "delayed-ns/chunk")
 		b.ReportMetric((delayed-direct)/direct*100, "slowdown-%")
+		b.ReportMetric(float64(pending)/float64(delayedTime)*100, "pending-%")
 		b.ReportMetric(float64(startTook)/float64(time.Millisecond), "start-ms")
 		b.ReportMetric(float64(closeTook)/float64(time.Millisecond), "close-ms")
 	})
@@ -226,4 +261,84 @@ func (w *chunkWork) do(i int) {
 	binary.LittleEndian.PutUint64(w.buf[:8], uint64(i))
 	copy(w.buf[8:], w.sum[:])
 	w.sum = sha256.Sum256(w.buf[:])
+}
+
+// timeSpan is the time from start to end.
+type timeSpan struct {
+	start, end time.Time
+}
+
+// callSpans is a go-redis hook that records when each command and each
+// pipeline was sent and when its reply arrived. It does not see commands
+// on Pub/Sub connections, which go-redis v9.0.0 sends without hooks.
+type callSpans struct {
+	mu    sync.Mutex
+	spans []timeSpan // a zero end while the reply is awaited
+}
+
+// begin records a call sent now and returns its index.
+func (h *callSpans) begin() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.spans = append(h.spans, timeSpan{start: time.Now()})
+	return len(h.spans) - 1
+}
+
+// finish records that the reply of call i arrived now.
+func (h *callSpans) finish(i int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.spans[i].end = time.Now()
+}
+
+// pendingWithin returns for how long within window at least one call
+// waited for its reply. A call still waiting counts until the window's
+// end.
+func (h *callSpans) pendingWithin(window timeSpan) time.Duration {
+	h.mu.Lock()
+	var clipped []timeSpan
+	for _, s := range h.spans {
+		if s.end.IsZero() || s.end.After(window.end) {
+			s.end = window.end
+		}
+		if s.start.Before(window.start) {
+			s.start = window.start
+		}
+		if s.end.After(s.start) {
+			clipped = append(clipped, s)
+		}
+	}
+	h.mu.Unlock()
+
+	sort.Slice(clipped, func(i, j int) bool { return clipped[i].start.Before(clipped[j].start) })
+	var total time.Duration
+	var covered time.Time // the end of the spans summed so far
+	for _, s := range clipped {
+		if s.start.Before(covered) {
+			s.start = covered
+		}
+		if s.end.After(s.start) {
+			total += s.end.Sub(s.start)
+			covered = s.end
+		}
+	}
+	return total
+}
+
+func (h *callSpans) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *callSpans) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		i := h.begin()
+		defer h.finish(i)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *callSpans) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		i := h.begin()
+		defer h.finish(i)
+		return next(ctx, cmds)
+	}
 }

@@ -1,105 +1,117 @@
 package streamcancel_test
 
 import (
-	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/streamcancel/streamcancel"
-	"github.com/streamcancel/streamcancel/internal/redistest"
 )
 
-// benchBackends runs fn against a miniredis and the shared real Redis,
-// with two registries named node-a and node-b.
+// benchBackends runs fn against a miniredis and against a redis-server of
+// its own, with two registries named node-a and node-b.
 func benchBackends(b *testing.B, fn func(b *testing.B, a, w *streamcancel.Registry)) {
-	run := func(b *testing.B, addr, prefix string) {
-		var regs [2]*streamcancel.Registry
-		for i, node := range []string{"node-a", "node-b"} {
-			rdb := redis.NewClient(&redis.Options{Addr: addr})
-			b.Cleanup(func() { _ = rdb.Close() })
-			reg, err := streamcancel.NewRegistry(rdb, streamcancel.WithNodeID(node), streamcancel.WithKeyPrefix(prefix))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = reg.Close() })
-			regs[i] = reg
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for !regs[0].Stats().Subscribed || !regs[1].Stats().Subscribed {
-			if time.Now().After(deadline) {
-				b.Fatal("subscribers not confirmed within 5s")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		fn(b, regs[0], regs[1])
+	run := func(b *testing.B, addr string) {
+		a := benchRegistry(b, benchClient(b, addr), "node-a")
+		w := benchRegistry(b, benchClient(b, addr), "node-b")
+		fn(b, a, w)
 	}
 
 	b.Run("miniredis", func(b *testing.B) {
 		m := miniredis.RunT(b)
-		run(b, m.Addr(), "scbench")
+		run(b, m.Addr())
 	})
 	b.Run("redis", func(b *testing.B) {
-		c := redistest.Shared(b)
-		run(b, c.Options().Addr, redistest.UniquePrefix(b))
+		srv, _ := benchServer(b)
+		run(b, srv.Addr())
 	})
 }
 
-// BenchmarkCancelAndWait measures a CancelAndWait from node-b of a run on
-// node-a whose loop closes its Checker as soon as its context ends: a
-// cancel, a push each way and two script calls.
+// BenchmarkCancelAndWait measures CancelAndWait from node-b of a run on
+// node-a whose loop closes its Checker as soon as its Context is done.
+// The call takes the cancel script, a read of the ended record, the push
+// to node-a, the release script and the push back to node-b. One op is
+// one run with its Start. It reports the latency of the CancelAndWait
+// call alone, and the StopDuration that it returns: how long the run took
+// to close after its cancel arrived.
 func BenchmarkCancelAndWait(b *testing.B) {
 	benchBackends(b, func(b *testing.B, a, w *streamcancel.Registry) {
+		calls := make(latencies, 0, b.N)
+		stops := make(latencies, 0, b.N)
 		for i := 0; i < b.N; i++ {
-			b.StopTimer()
-			id := fmt.Sprintf("chat-%d", i)
+			id := "chat-" + strconv.Itoa(i)
 			chk, err := a.Start(ctx, id)
 			if err != nil {
-				b.Fatal(err)
+				b.Fatalf("Start: %v", err)
 			}
 			go func() {
 				<-chk.Context().Done()
 				_ = chk.Close()
 			}()
-			b.StartTimer()
 
+			start := time.Now()
 			res, err := w.CancelAndWait(ctx, id)
 			if err != nil || !res.Found {
-				b.Fatalf("CancelAndWait: found %v, error %v", res.Found, err)
+				b.Fatalf("CancelAndWait of %q = %+v, %v; want Found", id, res, err)
 			}
+			calls = append(calls, time.Since(start))
+			stops = append(stops, res.StopDuration)
 		}
+
+		calls.report(b, "")
+		stops.report(b, "stop-")
 	})
 }
 
-// BenchmarkCancelGroup measures a CancelGroup from node-b of a group of
-// three runs on node-a.
+// benchGroupSize is the number of runs in each group of
+// BenchmarkCancelGroup.
+const benchGroupSize = 3
+
+// BenchmarkCancelGroup measures CancelGroup from node-b of a group of three
+// runs on node-a: the script that lists the members, one pipeline of
+// cancel scripts and a push to node-a for each run. One op is one group
+// with the Start and Close of its runs. It reports the latency until
+// CancelGroup returns, and until the Context of the last of the three
+// runs is done.
 func BenchmarkCancelGroup(b *testing.B) {
 	benchBackends(b, func(b *testing.B, a, w *streamcancel.Registry) {
+		calls := make(latencies, 0, b.N)
+		lastDones := make(latencies, 0, b.N)
 		for i := 0; i < b.N; i++ {
-			b.StopTimer()
-			group := fmt.Sprintf("conv-%d", i)
-			runs := make([]*streamcancel.Checker, 3)
+			group := "conv-" + strconv.Itoa(i)
+			runs := make([]*streamcancel.Checker, benchGroupSize)
+			dones := make([]<-chan time.Time, benchGroupSize)
 			for j := range runs {
-				chk, err := a.Start(ctx, fmt.Sprintf("%s-%d", group, j), streamcancel.WithGroup(group))
+				chk, err := a.Start(ctx, group+"-"+strconv.Itoa(j), streamcancel.WithGroup(group))
 				if err != nil {
-					b.Fatal(err)
+					b.Fatalf("Start: %v", err)
 				}
-				runs[j] = chk
+				runs[j], dones[j] = chk, doneAt(chk.Context())
 			}
-			b.StartTimer()
 
+			start := time.Now()
 			n, err := w.CancelGroup(ctx, group)
-			if err != nil || n != 3 {
-				b.Fatalf("CancelGroup: %d runs, error %v", n, err)
+			if err != nil || n != benchGroupSize {
+				b.Fatalf("CancelGroup of %q = %d, %v; want %d runs canceled", group, n, err, benchGroupSize)
 			}
+			calls = append(calls, time.Since(start))
 
-			b.StopTimer()
+			var last time.Time
+			for j := range dones {
+				if at := awaitTime(b, dones[j], "the Context of run "+runs[j].StreamID()+" done"); at.After(last) {
+					last = at
+				}
+			}
+			lastDones = append(lastDones, last.Sub(start))
+
 			for _, chk := range runs {
 				_ = chk.Close()
 			}
-			b.StartTimer()
 		}
+
+		calls.report(b, "")
+		lastDones.report(b, "last-done-")
 	})
 }

@@ -140,22 +140,97 @@ BenchmarkCommandsPerStream/streamcancel/chunks=500/paced/reads-2 	 100	 2206142 
 	}
 }
 
-func TestCrossNodeCheckGapShownWhenMeasured(t *testing.T) {
-	const withGap = "BenchmarkCrossNodeCancel/streamcancel-2 \t 1000\t 386446 ns/op\t 58.92 check-gap-p50-µs\t 183.0 check-gap-p99-µs\t 1166 flip-p99-µs\n"
-	res, err := parse(strings.NewReader(withGap))
+func TestCrossNodeVerdictUsesFlipBound(t *testing.T) {
+	const cross = `BenchmarkCrossNodeCancel/raw-PUBLISH-2 	 1000	 80462 ns/op	 330.9 max-µs	 80.89 p50-µs	 138.7 p99-µs
+BenchmarkCrossNodeCancel/streamcancel-2 	 1000	 364765 ns/op	 268.8 done-max-µs	 119.0 done-p50-µs	 187.4 done-p99-µs	 320.0 flip-bound-max-µs	 119.1 flip-bound-p50-µs	 290.0 flip-bound-p99-µs	 0 unpushed
+`
+	res, err := parse(strings.NewReader(cross))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "with a 10 µs sleep between checks, which lasted 58.9 µs at the median and 183 µs at p99, so the flip includes the wait for A's next check."
+
+	tables := res.tables()
+	for _, want := range []string{
+		"| `Cancel` until A's `Context()` is done | 119 | 187 | 269 |",
+		"| `Cancel` until A's `Cancelled()` is true (verified true at the Done instant; upper bound) | 119 | 290 | 320 |",
+		"by the upper bound above: p99 ≤ 1 ms: met; p99 ≤ 2× the raw `PUBLISH` p99: **not met** (2.09×).",
+	} {
+		if !strings.Contains(tables, want) {
+			t.Errorf("tables() lack %q; they read:\n%s", want, tables)
+		}
+	}
+	if headline := res.headline(); !strings.Contains(headline, "ends the run's context within 290 µs at p99 (2.09× a raw `PUBLISH`") {
+		t.Errorf("headline() lacks the flip bound; it reads:\n%s", headline)
+	}
+}
+
+func TestCrossNodeIgnoresSleepingLoopFlip(t *testing.T) {
+	// Results from before the flip bound: flip-p99-µs was read by a loop
+	// that slept between checks and means something else.
+	const old = "BenchmarkCrossNodeCancel/streamcancel-2 \t 1000\t 386446 ns/op\t 183.0 done-p99-µs\t 1166 flip-p99-µs\n"
+	res, err := parse(strings.NewReader(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "| `Cancel` until A's `Cancelled()` is true (verified true at the Done instant; upper bound) | n/a | n/a | n/a |"
 	if tables := res.tables(); !strings.Contains(tables, want) {
 		t.Errorf("tables() lack %q; they read:\n%s", want, tables)
 	}
+}
 
-	res, err = parse(strings.NewReader(sample))
+func TestRatioVerdict(t *testing.T) {
+	res, err := parse(strings.NewReader(sample))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tables := res.tables(); !strings.Contains(tables, "with a 10 µs sleep between checks.") {
-		t.Errorf("tables() of results without the sleep lengths lack the plain sentence; they read:\n%s", tables)
+
+	if got := res.ratioVerdict("Check/streamcancel", "ns/op", "Check/streamcancel", "ns/op", 2); got != "met" {
+		t.Errorf("ratioVerdict at 1× against 2 = %q, want met", got)
+	}
+	if got := res.ratioVerdict("Check/per-chunk-EXISTS", "ns/op", "Check/streamcancel", "ns/op", 2); got != "**not met**" {
+		t.Errorf("ratioVerdict at 9745× against 2 = %q, want **not met**", got)
+	}
+	if got := res.ratioVerdict("Check/missing", "ns/op", "Check/streamcancel", "ns/op", 2); got != "n/a" {
+		t.Errorf("ratioVerdict of a missing benchmark = %q, want n/a", got)
+	}
+}
+
+func TestSemanticsSection(t *testing.T) {
+	const lines = `BenchmarkCancelAndWait/redis-2 	 1000	 364286 ns/op	 3182 max-µs	 250.6 p50-µs	 413.2 p99-µs	 68.00 stop-max-µs	 2.000 stop-p50-µs	 34.00 stop-p99-µs
+BenchmarkCancelGroup/redis-2 	 1000	 1116961 ns/op	 1447 last-done-max-µs	 210.1 last-done-p50-µs	 324.8 last-done-p99-µs	 1453 max-µs	 193.7 p50-µs	 330.0 p99-µs
+`
+	res, err := parse(strings.NewReader(lines))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tables := res.tables()
+	for _, want := range []string{
+		"| `CancelAndWait` until it returns | 251 | 413 | 3182 |",
+		"| `CancelAndWait`: A's run from the cancel's arrival until `Close` (`StopDuration`) | 2 | 34 | 68 |",
+		"| `CancelGroup` of 3 runs until it returns | 194 | 330 | 1453 |",
+		"| `CancelGroup` of 3 runs until the last run's `Context()` is done | 210 | 325 | 1447 |",
+	} {
+		if !strings.Contains(tables, want) {
+			t.Errorf("tables() lack %q; they read:\n%s", want, tables)
+		}
+	}
+}
+
+func TestSlowPathSection(t *testing.T) {
+	const line = "BenchmarkSlowRedis/streamcancel-2 \t 1\t 6001681829 ns/op\t 500.3 close-ms\t 672.1 delayed-ns/chunk\t 676.6 direct-ns/chunk\t 45.10 pending-%\t -0.6691 slowdown-%\t 500.8 start-ms\n"
+	res, err := parse(strings.NewReader(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tables := res.tables()
+	for _, want := range []string{
+		"| **streamcancel** | 677 | 672 | -0.7 % |",
+		"waited for its delayed reply during 45.1 % of the delayed blocks' time",
+	} {
+		if !strings.Contains(tables, want) {
+			t.Errorf("tables() lack %q; they read:\n%s", want, tables)
+		}
 	}
 }

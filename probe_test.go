@@ -1,6 +1,7 @@
 package streamcancel_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -109,11 +110,20 @@ func TestProbeMissingPongReads(t *testing.T) {
 // background passes skip runs in Start. A cancel recorded between its
 // registration and the new subscription reached no subscriber, so the run
 // must still be read at a later PollInterval, and a probe proves nothing
-// for it. Here A's subscriber is killed and kept away, Start's reply is
-// held while the cancel is recorded and A subscribes again, and the run
-// must stop within PollInterval, plus the probe's wait of PollInterval/50,
-// plus a round trip, after Start returns.
+// for it. Here Start's reply is held while A's subscriber is killed and
+// kept away, the cancel is recorded, and A subscribes again. The run must
+// stop within PollInterval, plus the probe's wait of PollInterval/50, plus
+// a round trip, after Start returns. Start begins either before the
+// subscriber is killed or after.
 func TestProbeReadsRunStartedDuringResubscribe(t *testing.T) {
+	for _, subscribedAtStart := range []bool{true, false} {
+		t.Run(fmt.Sprintf("subscribed at Start %v", subscribedAtStart), func(t *testing.T) {
+			startDuringResubscribe(t, subscribedAtStart)
+		})
+	}
+}
+
+func startDuringResubscribe(t *testing.T, subscribedAtStart bool) {
 	const poll = 100 * time.Millisecond
 	e := ownServer(t)
 	proxy := newProxy(t, e.addr)
@@ -125,8 +135,13 @@ func TestProbeReadsRunStartedDuringResubscribe(t *testing.T) {
 
 	// A's subscriber cannot come back while the proxy refuses.
 	proxy.Refuse(true)
-	require.NoError(t, admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
-	require.Eventually(t, func() bool { return !a.Stats().Subscribed }, time.Second, time.Millisecond, "A still subscribed")
+	killSubscriber := func() {
+		require.NoError(t, admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
+		require.Eventually(t, func() bool { return !a.Stats().Subscribed }, time.Second, time.Millisecond, "A still subscribed")
+	}
+	if !subscribedAtStart {
+		killSubscriber()
+	}
 
 	// Start's registration reaches Redis on A's idle pool connection,
 	// and its reply is held there.
@@ -141,6 +156,9 @@ func TestProbeReadsRunStartedDuringResubscribe(t *testing.T) {
 		result <- started{chk, err}
 	}()
 	require.Eventually(t, func() bool { return admin.Exists(ctx, e.runKey("chat-1")).Val() == 1 }, 200*time.Millisecond, time.Millisecond, "marker never written")
+	if subscribedAtStart {
+		killSubscriber()
+	}
 
 	res, err := b.Cancel(ctx, "chat-1")
 	require.NoError(t, err)

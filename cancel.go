@@ -51,6 +51,11 @@ type Checker struct {
 	// registered is true while the run's marker is known to be in Redis.
 	registered atomic.Bool
 
+	// coveredEpoch is the subscription epoch since which every cancel of
+	// the run has been pushed to it or found by a read of its record, or
+	// 0. A probe on another subscription proves nothing for the run.
+	coveredEpoch atomic.Uint64
+
 	// starting is true until Start has its own registration's result, so
 	// that background passes leave the run alone until then.
 	starting atomic.Bool

@@ -138,23 +138,43 @@ func (r *Registry) handleProbePong(payload string) {
 // of a subscription that was ready before it began, when it succeeded for
 // every run and probes can prove anything on this client.
 func (r *Registry) readAll(runs []*Checker) uint64 {
-	epoch := r.pushEpoch.Load()
-	ready := r.pushReady.Load()
+	epoch := r.readyEpoch()
 
 	ok := r.syncRuns(runs, modeRead)
 
-	if !ok || !ready || !r.probes {
+	if !ok || epoch == 0 || !r.probes {
+		return 0
+	}
+	markCovered(runs, epoch)
+	return epoch
+}
+
+// readyEpoch returns the epoch of the current subscription when Redis has
+// confirmed it, else 0.
+func (r *Registry) readyEpoch() uint64 {
+	epoch := r.pushEpoch.Load()
+	if !r.pushReady.Load() {
 		return 0
 	}
 	return epoch
 }
 
-// unregistered returns those of runs that are not known to hold their
-// marker.
-func unregistered(runs []*Checker) []*Checker {
+// markCovered records that every cancel of runs recorded from now on
+// reaches them by a push on the subscription of epoch.
+func markCovered(runs []*Checker, epoch uint64) {
+	for _, c := range runs {
+		c.coveredEpoch.Store(epoch)
+	}
+}
+
+// uncovered returns those of runs that a probe on the subscription of
+// epoch proves nothing for: runs not known to hold their marker, and runs
+// that the full read of that subscription missed because they were still
+// in Start.
+func uncovered(runs []*Checker, epoch uint64) []*Checker {
 	var out []*Checker
 	for _, c := range runs {
-		if !c.registered.Load() {
+		if !c.registered.Load() || c.coveredEpoch.Load() != epoch {
 			out = append(out, c)
 		}
 	}
@@ -173,8 +193,13 @@ func (r *Registry) pollTick(covered uint64) uint64 {
 		r.stats.probesConfirmed.Add(1)
 
 		// A run whose Start failed open registers at the next pass, as
-		// it would in a full read.
-		r.syncRuns(unregistered(runs), modeRead)
+		// it would in a full read. A run whose Start began before this
+		// subscription was ready may have missed a push that no full
+		// read found.
+		rest := uncovered(runs, covered)
+		if r.syncRuns(rest, modeRead) {
+			markCovered(rest, covered)
+		}
 		return covered
 	}
 	return r.readAll(runs)

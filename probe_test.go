@@ -1,6 +1,7 @@
 package streamcancel_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -102,4 +103,78 @@ func TestProbeMissingPongReads(t *testing.T) {
 	t.Logf("run stopped %v after Cancel returned", stopped)
 
 	assert.Equal(t, uint64(0), a.Stats().PushesReceived, "pushes received through the frozen connection")
+}
+
+// A run whose Start is still waiting for Redis when the subscription is
+// replaced misses the full read that follows the new subscription, since
+// background passes skip runs in Start. A cancel recorded between its
+// registration and the new subscription reached no subscriber, so the run
+// must still be read at a later PollInterval, and a probe proves nothing
+// for it. Here Start's reply is held while A's subscriber is killed and
+// kept away, the cancel is recorded, and A subscribes again. The run must
+// stop within PollInterval, plus the probe's wait of PollInterval/50, plus
+// a round trip, after Start returns. Start begins either before the
+// subscriber is killed or after.
+func TestProbeReadsRunStartedDuringResubscribe(t *testing.T) {
+	for _, subscribedAtStart := range []bool{true, false} {
+		t.Run(fmt.Sprintf("subscribed at Start %v", subscribedAtStart), func(t *testing.T) {
+			startDuringResubscribe(t, subscribedAtStart)
+		})
+	}
+}
+
+func startDuringResubscribe(t *testing.T, subscribedAtStart bool) {
+	const poll = 100 * time.Millisecond
+	e := ownServer(t)
+	proxy := newProxy(t, e.addr)
+	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(poll))
+	b := e.registry(t, "node-b")
+	admin := e.client(t)
+	waitSubscribed(t, a)
+	subscriptions := a.Stats().Subscriptions
+
+	// A's subscriber cannot come back while the proxy refuses.
+	proxy.Refuse(true)
+	killSubscriber := func() {
+		require.NoError(t, admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err())
+		require.Eventually(t, func() bool { return !a.Stats().Subscribed }, time.Second, time.Millisecond, "A still subscribed")
+	}
+	if !subscribedAtStart {
+		killSubscriber()
+	}
+
+	// Start's registration reaches Redis on A's idle pool connection,
+	// and its reply is held there.
+	proxy.Freeze()
+	type started struct {
+		chk *streamcancel.Checker
+		err error
+	}
+	result := make(chan started, 1)
+	go func() {
+		chk, err := a.Start(ctx, "chat-1")
+		result <- started{chk, err}
+	}()
+	require.Eventually(t, func() bool { return admin.Exists(ctx, e.runKey("chat-1")).Val() == 1 }, 200*time.Millisecond, time.Millisecond, "marker never written")
+	if subscribedAtStart {
+		killSubscriber()
+	}
+
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found, "Cancel.Found")
+	require.False(t, res.Pushed, "Cancel.Pushed while A has no subscriber")
+
+	// A subscribes again on a new connection, which the freeze spares,
+	// and reads every run but the one still in Start.
+	proxy.Refuse(false)
+	require.Eventually(t, func() bool { return a.Stats().Subscriptions > subscriptions }, 250*time.Millisecond, time.Millisecond, "A never subscribed again")
+	time.Sleep(20 * time.Millisecond)
+	proxy.Thaw()
+
+	s := <-result
+	require.NoError(t, s.err)
+	defer s.chk.Close()
+	stopped := waitDone(t, s.chk, poll+poll/50+100*time.Millisecond)
+	t.Logf("run stopped %v after Start returned", stopped)
 }

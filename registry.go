@@ -213,6 +213,11 @@ func (r *Registry) Start(ctx context.Context, streamID string, opts ...StartOpti
 		return nil, err
 	}
 
+	// A cancel recorded after the registration below is pushed on this
+	// subscription. Should it change before Start returns, the full read
+	// of the new one skips the run, and the next PollInterval reads it.
+	c.coveredEpoch.Store(r.readyEpoch())
+
 	call, err := startCall(r, ctx, func(ctx context.Context) (startReply, error) {
 		return r.register(ctx, c)
 	})

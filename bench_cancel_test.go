@@ -131,10 +131,12 @@ const pushLostPoll = 100 * time.Millisecond
 //
 //   - subscriber-killed: CLIENT KILL TYPE pubsub just before the cancels,
 //     so the registry re-subscribes and reads the records at once.
-//   - subscriber-half-open: node A's subscriber connection goes through a
-//     fault proxy that is frozen just before the cancels, so the pushes
-//     stay in the proxy and the subscriber does not notice at first. Its
-//     polls use a direct connection, so the periodic poll finds them.
+//   - subscriber-half-open: node A's connections go through a fault
+//     proxy, which freezes only the subscriber's connection just before
+//     the cancels, so the pushes and the probes stay in the proxy and the
+//     subscriber does not notice at first. Its other connections stay
+//     healthy, so the first probe that does not come back makes its
+//     PollInterval a full read, which finds the cancels.
 func BenchmarkPushLost(b *testing.B) {
 	srv, admin := benchServer(b)
 	quietRedisLog(b)
@@ -155,11 +157,14 @@ func BenchmarkPushLost(b *testing.B) {
 
 	b.Run("subscriber-half-open", func(b *testing.B) {
 		proxy := benchProxy(b, srv.Addr())
-		rdbA := &splitClient{Client: benchClient(b, srv.Addr()), pubsub: benchClient(b, proxy.Addr())}
-		regA := benchRegistry(b, rdbA, "node-a", streamcancel.WithPollInterval(pushLostPoll))
+		regA := benchRegistry(b, benchClient(b, proxy.Addr()), "node-a", streamcancel.WithPollInterval(pushLostPoll))
 		regB := benchRegistry(b, benchClient(b, srv.Addr()), "node-b")
 
-		benchLostPushes(b, regA, regB, 50, proxy.Freeze, proxy.Thaw)
+		benchLostPushes(b, regA, regB, 50, func() {
+			if n := proxy.FreezeSubscribers(); n != 1 {
+				b.Fatalf("FreezeSubscribers froze %d connections, want 1", n)
+			}
+		}, proxy.Thaw)
 	})
 }
 

@@ -112,25 +112,6 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...interface{}) 
 	_ = l.out.Output(2, fmt.Sprintf(format, v...))
 }
 
-// splitClient is a client whose Pub/Sub connections go through another
-// client. With the other client behind a fault proxy, a fault hits the
-// registry's subscriber connection while its polls still reach Redis.
-type splitClient struct {
-	*redis.Client
-	pubsub *redis.Client
-}
-
-func (s *splitClient) Subscribe(ctx context.Context, channels ...string) *redis.PubSub {
-	return s.pubsub.Subscribe(ctx, channels...)
-}
-
-// orderedPush tells the registry that both clients reach one server, so
-// that a PONG on the subscriber's connection proves earlier pushes, as on
-// a plain *redis.Client.
-func (s *splitClient) orderedPush() bool {
-	return true
-}
-
 // existsCheck is the cancel check of the per-chunk and every-10 designs:
 // on every every-th chunk it sends EXISTS for the stream's cancel key and
 // waits for the reply. A Redis error reads as not canceled.
@@ -326,6 +307,10 @@ type roundTrips struct {
 	single    atomic.Int64
 	pipelines atomic.Int64
 
+	// publishes counts the PUBLISH commands the client sent itself, the
+	// registry's probes, as opposed to those its scripts run.
+	publishes atomic.Int64
+
 	mu       sync.Mutex
 	byMode   map[string]int64
 	first    map[string]time.Time
@@ -373,6 +358,9 @@ func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next 
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.single.Add(1)
+		if cmd.Name() == "publish" {
+			h.publishes.Add(1)
+		}
 		return next(ctx, cmd)
 	}
 }

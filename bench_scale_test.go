@@ -163,13 +163,13 @@ func heapUnderParents(b *testing.B, reg *streamcancel.Registry, n int) float64 {
 //   - parent-B/run: the heap per run of 2,000 runs started under parent
 //     contexts that can end, as request contexts can, beyond those
 //     parents' own heap;
-//   - probes/poll, reads/poll and extends/refresh: the registry's probe
-//     PINGs and pipelined reads per PollInterval, and its pipelined lease
+//   - probes/poll, reads/poll and extends/refresh: the registry's probes
+//     and pipelined reads per PollInterval, and its pipelined lease
 //     refreshes per refresh interval, since the runs were started;
 //     poll-trips/poll is the sum of the first two;
 //   - refresh-pass-ms: the mean time of one refresh pipeline over all
 //     runs, which is also what a read of all runs costs where probes
-//     prove nothing (Redis Cluster, Sentinel);
+//     prove nothing (Redis Cluster);
 //   - registers: pipelines that registered runs again, which happens only
 //     when markers were lost.
 func BenchmarkScaleOneRegistry(b *testing.B) {

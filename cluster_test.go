@@ -109,24 +109,32 @@ func (ce *clusterEnv) spreadIDs(t *testing.T, prefix string, n int) []string {
 }
 
 // shardOf returns the primary that serves the slot of key and its
-// replica.
+// replica. After a failover the old primary rejoins as a replica only once
+// it has synchronized, so shardOf waits up to 10s for the slot to list
+// two nodes.
 func (ce *clusterEnv) shardOf(t *testing.T, key string) (primary, replica *redistest.Server) {
 	slot, err := ce.admin.ClusterKeySlot(ctx, key).Result()
-	require.NoError(t, err)
-	ranges, err := ce.admin.ClusterSlots(ctx).Result()
 	require.NoError(t, err)
 	byAddr := map[string]*redistest.Server{}
 	for _, s := range ce.cluster.Nodes() {
 		byAddr[s.Addr()] = s
 	}
-	for _, r := range ranges {
-		if int(slot) >= r.Start && int(slot) <= r.End {
-			require.Len(t, r.Nodes, 2, "nodes serving slot %d", slot)
-			return byAddr[r.Nodes[0].Addr], byAddr[r.Nodes[1].Addr]
+
+	var nodes []redis.ClusterNode
+	require.Eventually(t, func() bool {
+		ranges, err := ce.admin.ClusterSlots(ctx).Result()
+		if err != nil {
+			return false
 		}
-	}
-	t.Fatalf("no node serves slot %d", slot)
-	return nil, nil
+		for _, r := range ranges {
+			if int(slot) >= r.Start && int(slot) <= r.End {
+				nodes = r.Nodes
+				return len(nodes) == 2
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "two nodes serving slot %d", slot)
+	return byAddr[nodes[0].Addr], byAddr[nodes[1].Addr]
 }
 
 // servedBy returns a stream ID whose keys under prefix the primary

@@ -68,13 +68,14 @@ type Stats struct {
 
 	// PushesReceived counts messages received over Pub/Sub (cancels,
 	// takeovers and the ends of runs that CancelAndWait waits for),
-	// including those for runs of other registries with the same node ID.
+	// including those for runs of other registries with the same node ID,
+	// but not probes.
 	PushesReceived uint64
 
-	// Probes counts PollIntervals at which a PING on the Pub/Sub
-	// connection proved that no push was lost, so the registry did not
-	// read its runs' records. It stays 0 on Redis Cluster and Sentinel,
-	// where every PollInterval reads them.
+	// Probes counts PollIntervals at which a probe message, published to
+	// this node's channel, came back over Pub/Sub in time and proved that
+	// no push was lost, so the registry did not read its runs' records.
+	// It stays 0 on Redis Cluster, where every PollInterval reads them.
 	Probes uint64
 
 	// Errors handled by the registry, by operation. CancelErrors counts

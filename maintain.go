@@ -13,8 +13,8 @@ import (
 const pollGapDivisor = 4
 
 // maintain is the registry's background loop. Every PollInterval it reads
-// the cancel records of all local runs, or probes the subscriber's
-// connection where a PONG proves as much (see probe). Every TTL/3 it
+// the cancel records of all local runs, or publishes a probe where its
+// arrival proves as much (see probe). Every TTL/3 it
 // extends the runs' leases, after each re-subscribe it reads the records
 // at once, and it serves the per-run polls that Cancelled requests. Each
 // pass is one pipelined round trip; a run whose marker is missing is

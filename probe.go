@@ -2,104 +2,90 @@ package streamcancel
 
 import (
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// A probe replaces the periodic read of every run's record with one PING
-// on the subscriber's connection, where that proves as much.
+// A probe replaces the periodic read of every run's record with one
+// message that the registry publishes to its own channel, where that
+// proves as much.
 //
-// Redis writes the replies and pushes of one connection in the order it
-// produces them. A cancel script stores its record and publishes in one
-// step, so once the PONG of a PING arrives, every push published before
-// Redis ran that PING has arrived before it and has been applied. Take a
-// full read of all runs that succeeded on the same subscription. A cancel
-// recorded after it was either pushed before the PING, and has reached its
-// run, or after it, and the next probe or read covers it. A missing PONG
-// costs the full read, at most pongWait late.
+// A cancel script stores its record and publishes its push in one step,
+// and Redis delivers a channel's messages to a subscriber in the order it
+// ran the PUBLISH commands, also on a replica, which receives them in that
+// order through replication. So once the probe's message arrives, every
+// push published before Redis ran the probe's PUBLISH has arrived before
+// it and has been applied. Take a full read of all runs that succeeded on
+// the same subscription. A cancel recorded after it was either pushed
+// before the probe, and has reached its run, or after it, and the next
+// probe or read covers it. A probe that does not come back costs the full
+// read, at most probeWait late.
 //
-// The proof needs the subscriber and the scripts on one server. It holds
-// for a *redis.Client that dials one address; on Redis Cluster a push
-// reaches the subscriber's node over the cluster bus, and a Sentinel
-// client's subscriber may still listen on a replica, so those keep the
-// read. Every lease refresh also reads each run's record, which bounds how
-// long any record can go unread.
-//
-// NOTE: miniredis writes each push from a goroutine of its own, so there a
-// PONG can overtake a push by moments. The push still arrives unless the
-// connection drops, and a new subscription always triggers a full read.
+// The proof needs the cancel scripts and the probe to run on one server,
+// which holds for a *redis.Client, Sentinel's included. On Redis Cluster
+// the pushes come from every primary over the cluster bus, in no order
+// with the probe, so a cluster keeps the read. Every lease refresh also
+// reads each run's record, which bounds how long any record can go unread.
 
-// Bounds of how long a probe waits for its PONG: PollInterval /
-// pongWaitDivisor, and at least minPongWait.
+// Bounds of how long a probe waits for its message: PollInterval /
+// probeWaitDivisor, and at least minProbeWait.
 const (
-	pongWaitDivisor = 50
-	minPongWait     = time.Millisecond
+	probeWaitDivisor = 50
+	minProbeWait     = time.Millisecond
 )
 
-// probePrefix starts the payload of a probe PING; a sequence number
-// follows.
-const probePrefix = "streamcancel-probe-"
-
-// orderedPusher is implemented by clients that know whether their
-// subscriber connection and their commands reach the same server.
+// orderedPusher is implemented by clients that know whether the pushes
+// their subscriber receives arrive in the order of the commands they
+// send.
 type orderedPusher interface {
 	orderedPush() bool
 }
 
-// provesByPing reports whether a PONG on rdb's subscriber connection
-// proves that earlier pushes have arrived (see probe).
-func provesByPing(rdb redis.UniversalClient) bool {
+// probesProve reports whether a probe on rdb proves that earlier pushes
+// have arrived (see probe): true for a *redis.Client, the client of
+// redis.NewFailoverClient included, and false for other clients.
+func probesProve(rdb redis.UniversalClient) bool {
 	if o, ok := rdb.(orderedPusher); ok {
 		return o.orderedPush()
 	}
-	c, ok := rdb.(*redis.Client)
-
-	// redis.NewFailoverClient returns a *redis.Client with this address.
-	return ok && c.Options().Addr != "FailoverClient"
+	_, ok := rdb.(*redis.Client)
+	return ok
 }
 
-// pongWait is how long a probe waits for its PONG.
-func (c *config) pongWait() time.Duration {
-	return max(c.pollInterval/pongWaitDivisor, minPongWait)
+// probeWait is how long a probe waits for its message.
+func (c *config) probeWait() time.Duration {
+	return max(c.pollInterval/probeWaitDivisor, minProbeWait)
 }
 
-// probe sends a PING on the subscription of epoch and reports whether its
-// PONG arrived within pongWait, on that subscription, with every push
-// before it applied. It is called only from the background loop, which
-// owns r.probeSeq.
+// probe publishes a probe message to the node's channel and reports
+// whether it arrived within probeWait, on the subscription of epoch, with
+// every push before it applied. It is called only from the background
+// loop, which owns r.probeSeq.
 func (r *Registry) probe(epoch uint64) bool {
 	if !r.pushReady.Load() || r.pushEpoch.Load() != epoch || !r.probing.CompareAndSwap(false, true) {
 		return false
 	}
-	r.psMu.Lock()
-	ps := r.ps
-	r.psMu.Unlock()
-	if ps == nil {
-		r.probing.Store(false)
-		return false
-	}
 
-	// Drop the PONG of an earlier probe that came too late.
+	// Drop the message of an earlier probe that came too late.
 	select {
-	case <-r.pongs:
+	case <-r.probeAcks:
 	default:
 	}
 	r.probeSeq++
 	want := r.probeSeq
 
-	// A PING can block while go-redis dials again, so it runs on its own
-	// goroutine, one at a time, bounded by the client's dial and write
-	// timeouts.
+	// The PUBLISH runs on its own goroutine, one at a time, so that a slow
+	// Redis delays the full read by probeWait at most. go-redis bounds it
+	// by the client's timeouts.
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer r.probing.Store(false)
-		_ = ps.Ping(r.ctx, probePrefix+strconv.FormatUint(want, 10))
+		_ = r.rdb.Publish(r.ctx, r.channel, "probe "+r.probeID+" "+strconv.FormatUint(want, 10)).Err()
 	}()
 
-	timer := time.NewTimer(r.cfg.pongWait())
+	timer := time.NewTimer(r.cfg.probeWait())
 	defer timer.Stop()
 	for {
 		select {
@@ -107,7 +93,7 @@ func (r *Registry) probe(epoch uint64) bool {
 			return false
 		case <-timer.C:
 			return false
-		case got := <-r.pongs:
+		case got := <-r.probeAcks:
 			if got == want {
 				return r.pushEpoch.Load() == epoch
 			}
@@ -115,20 +101,19 @@ func (r *Registry) probe(epoch uint64) bool {
 	}
 }
 
-// handleProbePong passes the sequence number of a probe's PONG to the
-// background loop. It never blocks, so a PONG that no probe waits for is
-// dropped.
-func (r *Registry) handleProbePong(payload string) {
-	n, ok := strings.CutPrefix(payload, probePrefix)
-	if !ok {
+// handleProbe passes the sequence number of a probe message to the
+// background loop, when the message is this registry's. It never blocks,
+// so a message that no probe waits for is dropped.
+func (r *Registry) handleProbe(id, number string) {
+	if id != r.probeID {
 		return
 	}
-	seq, err := strconv.ParseUint(n, 10, 64)
+	seq, err := strconv.ParseUint(number, 10, 64)
 	if err != nil {
 		return
 	}
 	select {
-	case r.pongs <- seq:
+	case r.probeAcks <- seq:
 	default:
 	}
 }

@@ -1,38 +1,128 @@
 package streamcancel
 
 import (
+	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/streamcancel/streamcancel/internal/redistest"
 )
 
-// A PONG proves earlier pushes only where the subscriber and the scripts
-// reach one server: a *redis.Client of one address. A Sentinel client's
-// subscriber may stay on a demoted primary, and on a cluster a push
-// crosses the cluster bus.
-func TestProvesByPing(t *testing.T) {
+// A probe proves earlier pushes where the cancel scripts and the probe's
+// PUBLISH run on one server: on a *redis.Client, Sentinel's included. On a
+// cluster the pushes cross the cluster bus from every primary, and a ring
+// runs scripts and PUBLISH on the shards of different keys.
+func TestProbesProve(t *testing.T) {
 	plain := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer plain.Close()
 	failover := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: "primary", SentinelAddrs: []string{"127.0.0.1:1"}})
 	defer failover.Close()
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer cluster.Close()
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": "127.0.0.1:1"}})
+	defer ring.Close()
 
-	assert.True(t, provesByPing(plain), "*redis.Client")
-	assert.False(t, provesByPing(failover), "redis.NewFailoverClient")
-	assert.False(t, provesByPing(cluster), "*redis.ClusterClient")
+	assert.True(t, probesProve(plain), "*redis.Client")
+	assert.True(t, probesProve(failover), "redis.NewFailoverClient")
+	assert.False(t, probesProve(cluster), "*redis.ClusterClient")
+	assert.False(t, probesProve(ring), "*redis.Ring")
 }
 
-// A probe waits PollInterval/50 for its PONG, and at least a millisecond.
-func TestPongWait(t *testing.T) {
+// A probe waits PollInterval/50 for its message, and at least a
+// millisecond.
+func TestProbeWait(t *testing.T) {
 	for poll, want := range map[time.Duration]time.Duration{
 		10 * time.Millisecond:  time.Millisecond,
 		100 * time.Millisecond: 2 * time.Millisecond,
 		time.Second:            20 * time.Millisecond,
 	} {
 		c := config{pollInterval: poll}
-		assert.Equal(t, want, c.pongWait(), "PollInterval %v", poll)
+		assert.Equal(t, want, c.probeWait(), "PollInterval %v", poll)
 	}
+}
+
+// replicaSubscriber sends commands to a primary and subscribes on one of
+// its replicas, as a Sentinel client's subscriber does while it still
+// listens on a demoted primary.
+type replicaSubscriber struct {
+	*redis.Client
+	replica *redis.Client
+}
+
+func (s replicaSubscriber) Subscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	return s.replica.Subscribe(ctx, channels...)
+}
+
+// orderedPush is true because Redis replicates PUBLISH to replicas in the
+// order it ran the commands.
+func (s replicaSubscriber) orderedPush() bool {
+	return true
+}
+
+// A subscriber on a replica receives the pushes and the probes through
+// replication, so probes serve the PollIntervals. Once the replica stops
+// replicating, neither arrives any more: the first probe that does not
+// come back makes its PollInterval a full read on the primary, which
+// finds the cancel, although the subscriber's connection stays healthy.
+func TestProbeThroughReplica(t *testing.T) {
+	const poll = 100 * time.Millisecond
+	ctx := context.Background()
+	primary := redistest.StartServer(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.StartServer(t)
+	replicaAdmin := replica.Client(t)
+	host, port, err := net.SplitHostPort(primary.Addr())
+	require.NoError(t, err)
+	require.NoError(t, replicaAdmin.SlaveOf(ctx, host, port).Err())
+	require.Eventually(t, func() bool {
+		info, err := replicaAdmin.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}, 10*time.Second, 10*time.Millisecond, "replica synchronized")
+
+	a, err := NewRegistry(replicaSubscriber{Client: primary.Client(t), replica: replica.Client(t)}, WithNodeID("node-a"), WithPollInterval(poll))
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := NewRegistry(primary.Client(t), WithNodeID("node-b"))
+	require.NoError(t, err)
+	defer b.Close()
+	require.Eventually(t, func() bool { return a.Stats().Subscribed }, 5*time.Second, 5*time.Millisecond, "subscribed")
+
+	first, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer first.Close()
+	second, err := a.Start(ctx, "chat-2")
+	require.NoError(t, err)
+	defer second.Close()
+
+	require.Eventually(t, func() bool { return a.Stats().Probes >= 3 }, 20*poll, poll/10, "probes served through the replica")
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	begin := time.Now()
+	select {
+	case <-first.Context().Done():
+		t.Logf("cancel replicated to the subscriber stopped the run %v after Cancel returned", time.Since(begin))
+	case <-time.After(poll):
+		t.Fatalf("run not stopped %v after Cancel returned", poll)
+	}
+	assert.Equal(t, uint64(1), a.Stats().PushesReceived, "pushes received through the replica")
+
+	require.NoError(t, replicaAdmin.SlaveOf(ctx, "NO", "ONE").Err())
+	res, err = b.Cancel(ctx, "chat-2")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	begin = time.Now()
+	limit := poll + poll/probeWaitDivisor + 100*time.Millisecond
+	select {
+	case <-second.Context().Done():
+		t.Logf("cancel after replication stopped reached the run %v after Cancel returned", time.Since(begin))
+	case <-time.After(limit):
+		t.Fatalf("run not stopped %v after Cancel returned", limit)
+	}
+	assert.Equal(t, uint64(1), a.Stats().PushesReceived, "pushes received after replication stopped")
 }

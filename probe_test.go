@@ -56,10 +56,10 @@ func (e *env) readingRegistry(t *testing.T, node string, opts ...streamcancel.Op
 	return e.registryOn(t, otherClient{e.client(t)}, node, opts...)
 }
 
-// On a *redis.Client a PONG on the subscriber's connection proves that
-// every earlier push arrived, so a registry whose push path is healthy
-// reads no record at its PollIntervals. On a client that it cannot prove
-// this for, it reads every PollInterval.
+// On a *redis.Client a probe message that comes back proves that every
+// earlier push arrived, so a registry whose push path is healthy reads no
+// record at its PollIntervals. On a client that it cannot prove this for,
+// it reads every PollInterval.
 func TestPollProbesInsteadOfReading(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		t.Run("redis.Client", func(t *testing.T) {
@@ -77,10 +77,10 @@ func TestPollProbesInsteadOfReading(t *testing.T) {
 
 // A registry that probes instead of reading still finds a cancel whose
 // push never arrived: the subscriber's connection goes half-open after a
-// probe was answered, and the next probe's missing PONG makes that
+// probe came back, and the next probe, which does not, makes that
 // PollInterval a full read. The run stops within PollInterval, plus the
 // probe's wait of PollInterval/50, plus a round trip.
-func TestProbeMissingPongReads(t *testing.T) {
+func TestProbeLostMakesFullRead(t *testing.T) {
 	const poll = 500 * time.Millisecond
 	e := ownServer(t)
 	proxy := newProxy(t, e.addr)

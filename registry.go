@@ -30,8 +30,9 @@ const pollQueueSize = 1024
 // cancels pushed over Pub/Sub and checks that its connection is alive. A
 // loop re-reads the cancel records of all local runs every PollInterval
 // and extends their leases every TTL/3, each in one pipelined round trip.
-// On a *redis.Client the loop reads the records only when a PING on the
-// subscriber's connection fails to prove that every push has arrived.
+// On a *redis.Client the loop reads the records only when a probe message
+// that it publishes to its own channel fails to prove that every push has
+// arrived.
 type Registry struct {
 	rdb redis.UniversalClient
 	cfg config
@@ -74,15 +75,17 @@ type Registry struct {
 	// can tell whether the subscription changed under it.
 	pushEpoch atomic.Uint64
 
-	// probes is true when a PONG on the subscriber's connection proves
-	// that earlier pushes arrived (see probe). pongs carries the sequence
-	// numbers of probe PONGs to the background loop; probing is true
-	// while a probe's PING is being sent; probeSeq belongs to the
-	// background loop.
-	probes   bool
-	pongs    chan uint64
-	probing  atomic.Bool
-	probeSeq uint64
+	// probes is true when a probe proves that earlier pushes arrived
+	// (see probe). probeID tells this registry's probe messages from
+	// those of other registries with the same node ID. probeAcks carries
+	// the sequence numbers of probe messages to the background loop.
+	// probing is true while a probe's PUBLISH is in flight. probeSeq
+	// belongs to the background loop.
+	probes    bool
+	probeID   string
+	probeAcks chan uint64
+	probing   atomic.Bool
+	probeSeq  uint64
 
 	psMu sync.Mutex
 	ps   *redis.PubSub
@@ -153,8 +156,9 @@ func NewRegistry(rdb redis.UniversalClient, opts ...Option) (*Registry, error) {
 		closeDone: make(chan struct{}),
 		pollQueue: make(chan *Checker, pollQueueSize),
 		resync:    make(chan struct{}, 1),
-		probes:    provesByPing(rdb),
-		pongs:     make(chan uint64, 1),
+		probes:    probesProve(rdb),
+		probeID:   randomHex(8),
+		probeAcks: make(chan uint64, 1),
 		errLog:    errorLog{logger: cfg.logger, interval: errorLogInterval},
 	}
 

@@ -97,11 +97,7 @@ func (r *Registry) listen(ps *redis.PubSub) (subscribed bool, err error) {
 			}
 		case *redis.Pong:
 			r.pushReady.Store(subscribed)
-			if subscribed {
-				r.handleProbePong(m.Payload)
-			}
 		case *redis.Message:
-			r.stats.pushesReceived.Add(1)
 			r.handlePush(m.Payload)
 		}
 	}
@@ -147,19 +143,27 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// handlePush applies a message from this node's channel. The scripts send
-// three kinds, each a word, a space, a run token, a space and a value:
+// handlePush applies a message from this node's channel. The scripts and
+// probes send four kinds, each a word, a space, a token, a space and a
+// value:
 //
 //   - "cancel TOKEN REASON": a cancel of the run, REASON may be empty.
 //   - "takeover TOKEN NODE": a run on NODE took over the run.
 //   - "ended TOKEN MICROSECONDS": a canceled run ended; CancelAndWait
 //     calls on this node wait for it.
+//   - "probe ID NUMBER": a probe of the registry with probe ID ID (see
+//     probe), which Stats.PushesReceived does not count.
 //
 // Other messages, and tokens of runs that are not on this node, are
 // ignored.
 func (r *Registry) handlePush(payload string) {
 	kind, rest, _ := strings.Cut(payload, " ")
 	token, value, _ := strings.Cut(rest, " ")
+	if kind == "probe" {
+		r.handleProbe(token, value)
+		return
+	}
+	r.stats.pushesReceived.Add(1)
 
 	switch kind {
 	case "cancel":

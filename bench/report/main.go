@@ -293,7 +293,7 @@ func (r *results) tables() string {
 		{"**streamcancel**", "500", "CommandsPerStream/streamcancel/chunks=500"},
 		{"**streamcancel**", "5000", "CommandsPerStream/streamcancel/chunks=5000"},
 		{"**streamcancel**, stream lasting 10 PollIntervals", "500", "CommandsPerStream/streamcancel/chunks=500/paced"},
-		{"streamcancel reading every PollInterval (Redis Cluster, Sentinel), stream lasting 10 PollIntervals", "500", "CommandsPerStream/streamcancel/chunks=500/paced/reads"},
+		{"streamcancel reading every PollInterval (Redis Cluster), stream lasting 10 PollIntervals", "500", "CommandsPerStream/streamcancel/chunks=500/paced/reads"},
 		{"every-10 `EXISTS`", "50", "CommandsPerStream/every-10-EXISTS/chunks=50"},
 		{"every-10 `EXISTS`", "500", "CommandsPerStream/every-10-EXISTS/chunks=500"},
 		{"per-chunk `EXISTS`", "50", "CommandsPerStream/per-chunk-EXISTS/chunks=50"},
@@ -305,8 +305,8 @@ func (r *results) tables() string {
 	paced, reads := "CommandsPerStream/streamcancel/chunks=500/paced", "CommandsPerStream/streamcancel/chunks=500/paced/reads"
 	w("Target ≤ 4 commands for a 500-chunk stream, plus lease refreshes: %s for a stream that ends within one PollInterval, "+
 		"and %s for one lasting 10 PollIntervals, which costs %s commands against 4 plus its one refresh. "+
-		"While it lives, its registry sends one probe `PING` per PollInterval for all its runs instead of reading each run's record. "+
-		"Where a `PING` proves nothing (Redis Cluster, Sentinel) every PollInterval reads each run: %s commands, "+
+		"While it lives, its registry publishes one probe per PollInterval for all its runs instead of reading each run's record. "+
+		"Where a probe proves nothing (Redis Cluster) every PollInterval reads each run: %s commands, "+
 		"though in %s round trips, because one pipeline carries the reads of all runs.",
 		r.verdict("CommandsPerStream/streamcancel/chunks=500", "cmds/stream", 4),
 		r.verdict(paced, "cmds/stream", 5), r.cell(paced, "cmds/stream", 1),
@@ -323,7 +323,7 @@ func (r *results) tables() string {
 	w("| registry heap per run, runs started under `context.Background()` | %s B | ≤ 1024 B: %s |", r.cell(one, "B/run", 1), r.verdict(one, "B/run", 1024))
 	w("| registry heap per run, runs started under contexts that can end | %s B | ≤ 1024 B: %s |", r.cell(one, "parent-B/run", 1), r.verdict(one, "parent-B/run", 1024))
 	w("| Redis memory per run | %s B | |", r.cell(one, "redis-B/run", 1))
-	w("| poll round trips per PollInterval: probe `PING`s + reads of all runs | %s + %s | ≤ 2, to one decimal: %s |",
+	w("| poll round trips per PollInterval: probes + reads of all runs | %s + %s | ≤ 2, to one decimal: %s |",
 		r.cell(one, "probes/poll", 1), r.cell(one, "reads/poll", 1), r.roundedVerdict(one, "poll-trips/poll", 2))
 	w("| lease round trips per refresh interval | %s | ≤ 1, to one decimal: %s |", r.cell(one, "extends/refresh", 1), r.roundedVerdict(one, "extends/refresh", 1))
 	w("| time of one lease refresh pipeline over all runs (a read of all runs costs the same) | %s ms | |", r.cell(one, "refresh-pass-ms", 1))

@@ -126,3 +126,65 @@ func TestProbeThroughReplica(t *testing.T) {
 	}
 	assert.Equal(t, uint64(1), a.Stats().PushesReceived, "pushes received after replication stopped")
 }
+
+// A replica that stops replicating and comes back takes a full
+// resynchronization, which copies the records but not the pushes that the
+// primary published meanwhile. A subscriber on it has lost those pushes,
+// yet the probes that the primary publishes afterwards reach it through
+// replication again and prove nothing lost. Here the replica leaves and
+// comes back between two PollIntervals, with the cancel recorded while it
+// was away, so no full read falls in that time.
+//
+// NOTE: the run then stops at the next lease refresh, within TTL/3, and
+// not within a PollInterval as it would on one server. This test holds the
+// registry to that weaker bound.
+func TestProbeAfterReplicaResync(t *testing.T) {
+	const (
+		poll = 500 * time.Millisecond
+		ttl  = 6 * time.Second
+	)
+	ctx := context.Background()
+	primary := redistest.StartServer(t, "--repl-diskless-sync-delay", "0")
+	replica := redistest.StartServer(t)
+	replicaAdmin := replica.Client(t)
+	host, port, err := net.SplitHostPort(primary.Addr())
+	require.NoError(t, err)
+	linkUp := func() bool {
+		info, err := replicaAdmin.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}
+	require.NoError(t, replicaAdmin.SlaveOf(ctx, host, port).Err())
+	require.Eventually(t, linkUp, 10*time.Second, 10*time.Millisecond, "replica synchronized")
+
+	a, err := NewRegistry(replicaSubscriber{Client: primary.Client(t), replica: replica.Client(t)}, WithNodeID("node-a"), WithPollInterval(poll), WithTTL(ttl))
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := NewRegistry(primary.Client(t), WithNodeID("node-b"))
+	require.NoError(t, err)
+	defer b.Close()
+	require.Eventually(t, func() bool { return a.Stats().Subscribed }, 5*time.Second, 5*time.Millisecond, "subscribed")
+
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err)
+	defer chk.Close()
+
+	// Leave and come back right after a probe served its PollInterval.
+	probes := a.Stats().Probes
+	require.Eventually(t, func() bool { return a.Stats().Probes > probes }, 5*poll, time.Millisecond, "no probe served")
+	require.NoError(t, replicaAdmin.SlaveOf(ctx, "NO", "ONE").Err())
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	require.True(t, res.Found)
+	require.False(t, res.Pushed, "Cancel.Pushed while the replica is away")
+	require.NoError(t, replicaAdmin.SlaveOf(ctx, host, port).Err())
+	require.Eventually(t, linkUp, poll/2, time.Millisecond, "replica synchronized again")
+	back := time.Now()
+
+	limit := ttl/3 + 200*time.Millisecond
+	select {
+	case <-chk.Context().Done():
+		t.Logf("run stopped %v after the replica came back; probes served meanwhile: %d", time.Since(back), a.Stats().Probes-probes)
+	case <-time.After(limit):
+		t.Fatalf("run not stopped %v after the replica came back", limit)
+	}
+}

@@ -117,10 +117,12 @@ func WithTTL(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.ttl = d })
 }
 
-// WithPollInterval sets how often the registry re-reads the cancel
-// records of all its local runs in one batched round trip. It bounds the
-// cancel latency when a Pub/Sub push is lost. d must be at least 10ms.
-// The default is 1s.
+// WithPollInterval sets how often the registry checks for lost Pub/Sub
+// pushes. On a *redis.Client it publishes a probe message and waits d/50
+// for it. When the probe does not return, or proves nothing as on Redis
+// Cluster, it re-reads the cancel records of all its local runs in one
+// batched round trip. It bounds the cancel latency when a push
+// is lost. d must be at least 10ms. The default is 1s.
 func WithPollInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.pollInterval = d })
 }

@@ -27,6 +27,11 @@ import (
 // the pushes come from every primary over the cluster bus, in no order
 // with the probe, so a cluster keeps the read. Every lease refresh also
 // reads each run's record, which bounds how long any record can go unread.
+//
+// NOTE: a replica delivers only the pushes that reach it through
+// replication. A subscriber on a replica that resynchronized in full has
+// lost the pushes sent while it was away, and the probes that reach it
+// afterwards prove nothing, so such a cancel waits for the lease refresh.
 
 // Bounds of how long a probe waits for its message: PollInterval /
 // probeWaitDivisor, and at least minProbeWait.

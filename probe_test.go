@@ -178,3 +178,35 @@ func startDuringResubscribe(t *testing.T, subscribedAtStart bool) {
 	stopped := waitDone(t, s.chk, poll+poll/50+100*time.Millisecond)
 	t.Logf("run stopped %v after Start returned", stopped)
 }
+
+// A run whose Start failed open is not registered, so a probe proves
+// nothing for it: the next PollInterval registers it even when its probe
+// comes back. Here Start fails on a value of another type at the run key,
+// which is deleted at once, between two PollIntervals that probes serve.
+func TestProbeRegistersRunStartFailedOpen(t *testing.T) {
+	const poll = 200 * time.Millisecond
+	e := ownServer(t)
+	a := e.registry(t, "node-a", streamcancel.WithPollInterval(poll))
+	b := e.registry(t, "node-b")
+	admin := e.client(t)
+	waitSubscribed(t, a)
+
+	other, err := a.Start(ctx, "chat-0")
+	require.NoError(t, err)
+	defer other.Close()
+	probes := a.Stats().Probes
+	require.Eventually(t, func() bool { return a.Stats().Probes > probes }, 10*poll, time.Millisecond, "no probe served")
+
+	require.NoError(t, admin.Set(ctx, e.runKey("chat-1"), "foreign", time.Minute).Err())
+	chk, err := a.Start(ctx, "chat-1")
+	require.NoError(t, err, "Start fails open")
+	defer chk.Close()
+	require.NoError(t, admin.Del(ctx, e.runKey("chat-1")).Err())
+	require.Equal(t, 1, a.Stats().UnregisteredRuns, "unregistered runs after Start failed open")
+
+	limit := poll + poll/50 + 100*time.Millisecond
+	require.Eventually(t, func() bool { return a.Stats().UnregisteredRuns == 0 }, limit, time.Millisecond, "run not registered within %v", limit)
+	res, err := b.Cancel(ctx, "chat-1")
+	require.NoError(t, err)
+	assert.True(t, res.Found, "Cancel.Found after the registration")
+}

@@ -74,8 +74,9 @@ type Stats struct {
 
 	// Probes counts PollIntervals at which a probe message, published to
 	// this node's channel, came back over Pub/Sub in time and proved that
-	// no push was lost, so the registry did not read its runs' records.
-	// It stays 0 on Redis Cluster, where every PollInterval reads them.
+	// no push was lost, so the registry read only the records of runs
+	// that no earlier read covered. It stays 0 on Redis Cluster, where
+	// every PollInterval reads every record.
 	Probes uint64
 
 	// Errors handled by the registry, by operation. CancelErrors counts

@@ -11,33 +11,36 @@ import (
 // message that the registry publishes to its own channel, where that
 // proves as much.
 //
-// A cancel script stores its record and publishes its push in one step,
-// and Redis delivers a channel's messages to a subscriber in the order it
-// ran the PUBLISH commands, also on a replica, which receives them in that
-// order through replication. So once the probe's message arrives, every
-// push published before Redis ran the probe's PUBLISH has arrived before
-// it and has been applied. Take a full read of all runs that succeeded on
+// A cancel script stores its record and publishes its push in one step.
+// Redis writes a channel's messages to each subscriber in the order it ran
+// the PUBLISH commands. So once the probe's message arrives at a
+// subscriber of the server that ran it, every push published there before
+// the probe has arrived before it and has been applied. Take a full read of all runs that succeeded on
 // the same subscription. A cancel recorded after it was either pushed
 // before the probe, and has reached its run, or after it, and the next
 // probe or read covers it. A probe that does not come back costs the full
 // read, at most probeWait late.
 //
-// The proof needs the cancel scripts and the probe to run on one server,
-// which holds for a *redis.Client, Sentinel's included. On Redis Cluster
+// The proof needs the cancel scripts, the probe and the subscriber on one
+// server. The scripts and the probe share it on a *redis.Client,
+// Sentinel's included. The subscriber may not: behind an address that
+// moved to a new primary it can stay on the old one, now a replica. A
+// replica delivers only the pushes that reach it through replication, and
+// one that resynchronized in full has lost those sent while it was away,
+// while later probes reach it again. So a probe proves nothing unless its
+// PUBLISH reports a receiver on the server that ran it. On Redis Cluster
 // the pushes come from every primary over the cluster bus, in no order
 // with the probe, so a cluster keeps the read. Every lease refresh also
 // reads each run's record, which bounds how long any record can go unread.
-//
-// NOTE: a replica delivers only the pushes that reach it through
-// replication. A subscriber on a replica that resynchronized in full has
-// lost the pushes sent while it was away, and the probes that reach it
-// afterwards prove nothing, so such a cancel waits for the lease refresh.
 
 // Bounds of how long a probe waits for its message: PollInterval /
-// probeWaitDivisor, and at least minProbeWait.
+// probeWaitDivisor, at least minProbeWait and at most maxProbeWait. The
+// background loop waits for it, so a long wait would delay lease
+// refreshes.
 const (
 	probeWaitDivisor = 50
 	minProbeWait     = time.Millisecond
+	maxProbeWait     = 100 * time.Millisecond
 )
 
 // orderedPusher is implemented by clients that know whether the pushes
@@ -60,13 +63,14 @@ func probesProve(rdb redis.UniversalClient) bool {
 
 // probeWait is how long a probe waits for its message.
 func (c *config) probeWait() time.Duration {
-	return max(c.pollInterval/probeWaitDivisor, minProbeWait)
+	return min(max(c.pollInterval/probeWaitDivisor, minProbeWait), maxProbeWait)
 }
 
 // probe publishes a probe message to the node's channel and reports
-// whether it arrived within probeWait, on the subscription of epoch, with
-// every push before it applied. It is called only from the background
-// loop, which owns r.probeSeq.
+// whether, within probeWait, the PUBLISH reported a receiver and the
+// message arrived on the subscription of epoch, with every push before it
+// applied. It is called only from the background loop, which owns
+// r.probeSeq.
 func (r *Registry) probe(epoch uint64) bool {
 	if !r.pushReady.Load() || r.pushEpoch.Load() != epoch || !r.probing.CompareAndSwap(false, true) {
 		return false
@@ -82,28 +86,35 @@ func (r *Registry) probe(epoch uint64) bool {
 
 	// The PUBLISH runs on its own goroutine, one at a time, so that a slow
 	// Redis delays the full read by probeWait at most. go-redis bounds it
-	// by the client's timeouts.
+	// by the client's timeouts. A failed PUBLISH counts no receiver.
+	receivers := make(chan int64, 1)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer r.probing.Store(false)
-		_ = r.rdb.Publish(r.ctx, r.channel, "probe "+r.probeID+" "+strconv.FormatUint(want, 10)).Err()
+		n, _ := r.rdb.Publish(r.ctx, r.channel, "probe "+r.probeID+" "+strconv.FormatUint(want, 10)).Result()
+		receivers <- n
 	}()
 
 	timer := time.NewTimer(r.cfg.probeWait())
 	defer timer.Stop()
-	for {
+	arrived, received := false, false
+	for !arrived || !received {
 		select {
 		case <-r.ctx.Done():
 			return false
 		case <-timer.C:
 			return false
-		case got := <-r.probeAcks:
-			if got == want {
-				return r.pushEpoch.Load() == epoch
+		case n := <-receivers:
+			if n < 1 {
+				return false
 			}
+			received = true
+		case got := <-r.probeAcks:
+			arrived = arrived || got == want
 		}
 	}
+	return r.pushEpoch.Load() == epoch
 }
 
 // handleProbe passes the sequence number of a probe message to the

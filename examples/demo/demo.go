@@ -366,16 +366,25 @@ func printCancelReport(out io.Writer, a, b *node, rep cancelReport) {
 
 func printCommandCounts(out io.Writer, server *miniredis.Miniredis, nodes ...*node) {
 	fmt.Fprintln(out, "Redis commands sent through the two clients, counted by a go-redis hook:")
-	total, noScript := 0, 0
+	total, noScript, publishes := 0, 0, 0
 	for _, n := range nodes {
 		s := n.counter.snapshot()
 		total += s.total
 		noScript += s.noScript
+		for _, cc := range s.commands {
+			if cc.name == "PUBLISH" {
+				publishes += cc.count
+			}
+		}
 		fmt.Fprintf(out, "  %s  %3d: %v\n", n.name, s.total, s)
 	}
 	fmt.Fprintf(out, "  total   %3d\n", total)
 	if noScript > 0 {
 		fmt.Fprintln(out, "  NOSCRIPT: Redis did not have that script cached yet, so go-redis sent EVAL.")
+	}
+	if publishes > 0 {
+		fmt.Fprintln(out, "  PUBLISH: the registry's probe, once per PollInterval while it has runs;")
+		fmt.Fprintln(out, "  its arrival on the node's own channel shows that no cancel push was lost.")
 	}
 	fmt.Fprintln(out, "  Not counted: HELLO on each new connection, and SUBSCRIBE and PING on")
 	fmt.Fprintln(out, "  the Pub/Sub connections, because go-redis sends them without the hooks.")

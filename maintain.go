@@ -27,22 +27,22 @@ func (r *Registry) maintain() {
 	refresh := time.NewTicker(r.cfg.refreshInterval())
 	defer refresh.Stop()
 
-	// covered is the subscription epoch that the last full read covers,
-	// or 0 when a probe proves nothing.
-	var covered uint64
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-poll.C:
-			covered = r.pollTick(covered)
+			r.pollTick()
 		case <-refresh.C:
-			if !r.syncRuns(r.snapshot(), modeExtend) {
-				covered = 0
+			runs := r.snapshot()
+			if !r.syncRuns(runs, modeExtend) {
+				// A lease that was not extended may lapse, and no push
+				// tells of that, so the next PollInterval reads the runs.
+				markCovered(runs, 0)
 			}
 		case <-r.resync:
 			r.loadScripts()
-			covered = r.readAll(r.snapshot())
+			r.readAll(r.snapshot())
 		case c := <-r.pollQueue:
 			r.syncRuns(r.takePolls(c), modeRead)
 		}

@@ -72,7 +72,7 @@ func (c *config) probeWait() time.Duration {
 // applied. It is called only from the background loop, which owns
 // r.probeSeq.
 func (r *Registry) probe(epoch uint64) bool {
-	if !r.pushReady.Load() || r.pushEpoch.Load() != epoch || !r.probing.CompareAndSwap(false, true) {
+	if !r.probing.CompareAndSwap(false, true) {
 		return false
 	}
 
@@ -134,20 +134,16 @@ func (r *Registry) handleProbe(id, number string) {
 	}
 }
 
-// readAll reads the records of runs in one pass and returns the
-// subscription epoch that the pass covers, or 0. A pass covers the epoch
-// of a subscription that was ready before it began, when it succeeded for
-// every run and probes can prove anything on this client.
-func (r *Registry) readAll(runs []*Checker) uint64 {
+// readAll reads the records of runs in one pass. When the pass succeeded
+// for every run, began while a subscription was confirmed, and probes can
+// prove anything on this client, it marks the runs covered by that
+// subscription.
+func (r *Registry) readAll(runs []*Checker) {
 	epoch := r.readyEpoch()
 
-	ok := r.syncRuns(runs, modeRead)
-
-	if !ok || epoch == 0 || !r.probes {
-		return 0
+	if r.syncRuns(runs, modeRead) && epoch != 0 && r.probes {
+		markCovered(runs, epoch)
 	}
-	markCovered(runs, epoch)
-	return epoch
 }
 
 // readyEpoch returns the epoch of the current subscription when Redis has
@@ -161,7 +157,8 @@ func (r *Registry) readyEpoch() uint64 {
 }
 
 // markCovered records that every cancel of runs recorded from now on
-// reaches them by a push on the subscription of epoch.
+// reaches them by a push on the subscription of epoch. Epoch 0 marks them
+// uncovered.
 func markCovered(runs []*Checker, epoch uint64) {
 	for _, c := range runs {
 		c.coveredEpoch.Store(epoch)
@@ -170,8 +167,8 @@ func markCovered(runs []*Checker, epoch uint64) {
 
 // uncovered returns those of runs that a probe on the subscription of
 // epoch proves nothing for: runs not known to hold their marker, and runs
-// that the full read of that subscription missed because they were still
-// in Start.
+// that no read on that subscription covers, such as runs still in Start
+// during its full read or runs whose refresh failed.
 func uncovered(runs []*Checker, epoch uint64) []*Checker {
 	var out []*Checker
 	for _, c := range runs {
@@ -182,26 +179,32 @@ func uncovered(runs []*Checker, epoch uint64) []*Checker {
 	return out
 }
 
-// pollTick is the background loop's work at each PollInterval. covered is
-// the epoch that the last full read covers, or 0; pollTick returns the new
-// one.
-func (r *Registry) pollTick(covered uint64) uint64 {
+// pollTick is the background loop's work at each PollInterval. When some
+// runs are covered by the current subscription and a probe proves that no
+// push was lost, it reads only the other runs. Otherwise it reads all.
+func (r *Registry) pollTick() {
 	runs := r.snapshot()
 	if len(runs) == 0 {
-		return covered
+		return
 	}
-	if covered != 0 && r.probe(covered) {
-		r.stats.probesConfirmed.Add(1)
 
-		// A run whose Start failed open registers at the next pass, as
-		// it would in a full read. A run whose Start began before this
-		// subscription was ready may have missed a push that no full
-		// read found.
-		rest := uncovered(runs, covered)
-		if r.syncRuns(rest, modeRead) {
-			markCovered(rest, covered)
-		}
-		return covered
+	epoch := r.readyEpoch()
+	if epoch == 0 || !r.probes {
+		r.readAll(runs)
+		return
 	}
-	return r.readAll(runs)
+	rest := uncovered(runs, epoch)
+	if len(rest) == len(runs) || !r.probe(epoch) {
+		r.readAll(runs)
+		return
+	}
+	r.stats.probesConfirmed.Add(1)
+
+	// A run whose Start failed open registers at the next pass, as it
+	// would in a full read. A run whose Start began before this
+	// subscription was ready may have missed a push that no full read
+	// found.
+	if r.syncRuns(rest, modeRead) {
+		markCovered(rest, epoch)
+	}
 }

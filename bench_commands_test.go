@@ -23,8 +23,8 @@ import (
 // for all its runs in one pipeline.
 //
 // The paced cases make every stream last about 10 PollIntervals, with
-// PollInterval 10ms and TTL 300ms, so that a stream sees the polls and the
-// refresh that a 10-second stream sees with the default 1s and 30s. Their
+// PollInterval 10ms and TTL 300ms, so that a stream meets the polls and
+// the refresh that a 10-second stream meets with the default 1s and 30s. Their
 // streams run 50 at a time, so that the probes and pipelines are shared as
 // they are on a busy node. The reads case runs on a client that the
 // registry cannot probe through, so every PollInterval reads all runs, as

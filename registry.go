@@ -76,11 +76,11 @@ type Registry struct {
 	pushEpoch atomic.Uint64
 
 	// probes is true when a probe proves that earlier pushes arrived
-	// (see probe). probeID tells this registry's probe messages from
-	// those of other registries with the same node ID. probeAcks carries
-	// the sequence numbers of probe messages to the background loop.
-	// probing is true while a probe's PUBLISH is in flight. probeSeq
-	// belongs to the background loop.
+	// (see probe). probeID distinguishes this registry's probe messages
+	// from those of other registries with the same node ID. probeAcks
+	// carries the sequence numbers of probe messages to the background
+	// loop. probing is true while a probe's PUBLISH is in flight.
+	// probeSeq belongs to the background loop.
 	probes    bool
 	probeID   string
 	probeAcks chan uint64

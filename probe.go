@@ -15,10 +15,10 @@ import (
 // Redis writes a channel's messages to each subscriber in the order it ran
 // the PUBLISH commands. So once the probe's message arrives at a
 // subscriber of the server that ran it, every push published there before
-// the probe has arrived before it and has been applied. Take a full read of all runs that succeeded on
-// the same subscription. A cancel recorded after it was either pushed
-// before the probe, and has reached its run, or after it, and the next
-// probe or read covers it. A probe that does not come back costs the full
+// the probe has arrived before it and has been applied. Consider a full
+// read of all runs that succeeded on the same subscription. A cancel
+// recorded after that read was pushed either before the probe, and has
+// reached its run, or after it, and the next probe or read covers it. A probe that does not come back costs the full
 // read, at most probeWait late.
 //
 // The proof needs the cancel scripts, the probe and the subscriber on one
@@ -28,7 +28,12 @@ import (
 // replica delivers only the pushes that reach it through replication, and
 // one that resynchronized in full has lost those sent while it was away,
 // while later probes reach it again. So a probe proves nothing unless its
-// PUBLISH reports a receiver on the server that ran it. On Redis Cluster
+// PUBLISH reports a receiver on the server that ran it.
+//
+// NOTE: PUBLISH counts every subscriber of the channel on that server,
+// such as another registry with the same node ID or a tool that
+// subscribed by pattern. Such a subscriber hides a subscriber of this
+// registry that stayed on a replica. On Redis Cluster
 // the pushes come from every primary over the cluster bus, in no order
 // with the probe, so a cluster keeps the read. Every lease refresh also
 // reads each run's record, which bounds how long any record can go unread.

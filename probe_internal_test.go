@@ -85,6 +85,7 @@ func startReplicaSetup(t *testing.T, opts ...Option) *replicaSetup {
 	s.host, s.port, err = net.SplitHostPort(primary.Addr())
 	require.NoError(t, err)
 	s.follow(t, 10*time.Second)
+	awaitStreaming(t, primary.Client(t), replica.Client(t))
 
 	s.a, err = NewRegistry(replicaSubscriber{Client: primary.Client(t), replica: replica.Client(t)}, append([]Option{WithNodeID("node-a")}, opts...)...)
 	require.NoError(t, err)
@@ -105,6 +106,28 @@ func (s *replicaSetup) follow(t *testing.T, within time.Duration) {
 		info, err := s.replicaAdmin.Info(ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	}, within, time.Millisecond, "replica synchronized")
+}
+
+// awaitStreaming waits until a message published on primary reaches a
+// subscriber on replica. After a full synchronization a primary can hold
+// back the replication stream for hundreds of milliseconds after the
+// replica reports its link up, until the replica acknowledges the data.
+func awaitStreaming(t *testing.T, primary, replica *redis.Client) {
+	ctx := context.Background()
+	sub := replica.Subscribe(ctx, "replication-check")
+	defer sub.Close()
+	_, err := sub.Receive(ctx)
+	require.NoError(t, err, "SUBSCRIBE on the replica")
+
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		require.NoError(t, primary.Publish(ctx, "replication-check", "check").Err())
+		msg, err := sub.ReceiveTimeout(ctx, 20*time.Millisecond)
+		if _, ok := msg.(*redis.Message); ok && err == nil {
+			return
+		}
+	}
+	t.Fatal("no message published on the primary reached the replica within 10s")
 }
 
 // leave makes the replica stop replicating.

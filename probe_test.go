@@ -49,7 +49,7 @@ type otherClient struct {
 
 // readingRegistry returns a registry on a client that it cannot probe
 // through, so that every PollInterval reads each run's record, as on Redis
-// Cluster and Sentinel. Tests of what a read finds use it: they change
+// Cluster. Tests of what a read finds use it: they change
 // records behind the registry's back, which no probe can notice because
 // no push was lost.
 func (e *env) readingRegistry(t *testing.T, node string, opts ...streamcancel.Option) *streamcancel.Registry {

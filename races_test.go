@@ -403,12 +403,16 @@ func TestConcurrentRegistryCloseWaits(t *testing.T) {
 	}()
 	time.Sleep(10 * time.Millisecond)
 	second := a.Close()
+
+	// Both calls wake when the first Close finishes, so the first one's
+	// goroutine may need a moment to deliver its result. A first Close
+	// still running 100ms later means the second did not wait for it.
 	select {
 	case err := <-first:
 		// With a 200ms delay per reply the first Close may report its
 		// deadline; the second must report the same result.
 		assert.Equal(t, err, second, "result of the second Close")
-	default:
+	case <-time.After(100 * time.Millisecond):
 		t.Errorf("second Close returned while the first was still running; keys under the prefix: %d", len(e.keys(t, c)))
 		<-first
 	}

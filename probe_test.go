@@ -127,11 +127,16 @@ func startDuringResubscribe(t *testing.T, subscribedAtStart bool) {
 	const poll = 100 * time.Millisecond
 	e := ownServer(t)
 	proxy := newProxy(t, e.addr)
-	a := e.registryOn(t, clientAt(t, proxy.Addr()), "node-a", streamcancel.WithPollInterval(poll))
+	rdbA := clientAt(t, proxy.Addr())
+	a := e.registryOn(t, rdbA, "node-a", streamcancel.WithPollInterval(poll))
 	b := e.registry(t, "node-b")
 	admin := e.client(t)
 	waitSubscribed(t, a)
 	subscriptions := a.Stats().Subscriptions
+
+	// Start needs an idle connection in A's pool once the proxy refuses
+	// new ones.
+	require.NoError(t, rdbA.Ping(ctx).Err())
 
 	// A's subscriber cannot come back while the proxy refuses.
 	proxy.Refuse(true)
@@ -155,7 +160,7 @@ func startDuringResubscribe(t *testing.T, subscribedAtStart bool) {
 		chk, err := a.Start(ctx, "chat-1")
 		result <- started{chk, err}
 	}()
-	require.Eventually(t, func() bool { return admin.Exists(ctx, e.runKey("chat-1")).Val() == 1 }, 200*time.Millisecond, time.Millisecond, "marker never written")
+	require.Eventually(t, func() bool { return admin.Exists(ctx, e.runKey("chat-1")).Val() == 1 }, 2*time.Second, time.Millisecond, "marker never written")
 	if subscribedAtStart {
 		killSubscriber()
 	}
